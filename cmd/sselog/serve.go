@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sselog/sselog/httpapi"
+	"github.com/sselog/sselog/store"
+	"github.com/sselog/sselog/stream"
+)
+
+// shutdownTimeout bounds a graceful stop: in-flight publishes finish, SSE
+// streams end, the database closes.
+const shutdownTimeout = 10 * time.Second
+
+type serveConfig struct {
+	addr         string
+	db           string
+	retry        time.Duration
+	heartbeat    time.Duration
+	writeTimeout time.Duration
+	maxBody      byteSize
+	logLevel     slog.Level
+	logFormat    string
+}
+
+func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
+	c := &serveConfig{maxBody: httpapi.DefaultMaxBody}
+	fs := flag.NewFlagSet("sselog serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "listen address")
+	fs.StringVar(&c.db, "db", filepath.Join("data", "sselog.db"), "database file (its directory is created)")
+	fs.DurationVar(&c.retry, "retry", httpapi.DefaultRetry, "reconnection delay hinted to SSE clients")
+	fs.DurationVar(&c.heartbeat, "heartbeat", httpapi.DefaultHeartbeat, "idle time before an SSE comment line is sent")
+	fs.DurationVar(&c.writeTimeout, "write-timeout", httpapi.DefaultWriteTimeout, "a subscriber whose writes make no progress this long is disconnected")
+	fs.Var(&c.maxBody, "max-body", "largest publish body (bytes, or with KiB/MiB/KB/MB)")
+	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: sselog serve [flags]\n\nEvery flag can also be set by environment, as SSELOG_<FLAG> (SSELOG_ADDR, SSELOG_MAX_BODY, ...); flags win.\n\n")
+		fs.PrintDefaults()
+	}
+	return fs, c
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, c := serveFlags(stderr)
+	if err := parseWithEnv(fs, args, os.LookupEnv); err != nil {
+		return err
+	}
+	logger, err := newLogger(stderr, c.logFormat, c.logLevel)
+	if err != nil {
+		return err
+	}
+	for name, d := range map[string]time.Duration{"retry": c.retry, "heartbeat": c.heartbeat, "write-timeout": c.writeTimeout} {
+		if d <= 0 {
+			return fmt.Errorf("--%s must be positive", name)
+		}
+	}
+
+	if dir := filepath.Dir(c.db); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("create database directory: %w", err)
+		}
+	}
+	log, err := store.Open(c.db, store.Options{Logger: logger})
+	if err != nil {
+		return err
+	}
+	hub := stream.NewHub(log, stream.Options{})
+	handler := httpapi.NewHandler(log, hub, httpapi.Options{
+		Logger:       logger,
+		Retry:        c.retry,
+		Heartbeat:    c.heartbeat,
+		WriteTimeout: c.writeTimeout,
+		MaxBody:      int64(c.maxBody),
+	})
+
+	ln, err := net.Listen("tcp", c.addr)
+	if err != nil {
+		log.Close()
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		// No WriteTimeout: it would cut every SSE stream. Subscribers get
+		// per-write deadlines instead.
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	logger.Info("serving", "addr", ln.Addr().String(), "db", c.db, "last_id", log.LastID())
+	fmt.Fprintf(stdout, "sselog serving on http://%s\n", ln.Addr())
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-served:
+	}
+	logger.Info("shutting down")
+	shutCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	// Shutdown stops new connections and waits for in-flight publishes, but
+	// never ends an SSE stream by itself: closing the hub does.
+	hub.Close()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		logger.Warn("shutdown incomplete", "err", err)
+		srv.Close()
+	}
+	if err := log.Close(); err != nil {
+		return err
+	}
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", serveErr)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format must be text or json, not %q", format)
+	}
+}

@@ -1,0 +1,14 @@
+module github.com/sselog/sselog
+
+go 1.26.8
+
+require (
+	github.com/oklog/ulid/v2 v2.1.1
+	go.etcd.io/bbolt v1.4.3
+)
+
+require (
+	github.com/gorilla/mux v1.8.1 // indirect
+	github.com/tmaxmax/go-sse v0.11.0 // indirect
+	golang.org/x/sys v0.29.0 // indirect
+)

@@ -1,0 +1,75 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/sselog/sselog/store"
+	"github.com/sselog/sselog/stream"
+)
+
+// requestError is an error about the request itself, with the status that
+// says so.
+type requestError struct {
+	status int
+	msg    string
+}
+
+func (e *requestError) Error() string { return e.msg }
+
+func errorf(status int, format string, args ...any) error {
+	return &requestError{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+// errorStatus is the one place errors become HTTP statuses.
+func errorStatus(err error) int {
+	var re *requestError
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &re):
+		return re.status
+	case errors.As(err, &tooBig):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, store.ErrInvalidStream),
+		errors.Is(err, store.ErrInvalidEvent),
+		errors.Is(err, store.ErrEmptyBatch),
+		errors.Is(err, store.ErrInvalidID):
+		return http.StatusBadRequest
+	case errors.Is(err, store.ErrClosed), errors.Is(err, stream.ErrClosed):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		// The client went away or gave up; the answer is for the log only.
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// writeError answers with err's status and a JSON body {"error": "..."}.
+// Server faults are logged, and their detail is not shown to the client.
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status := errorStatus(err)
+	msg := err.Error()
+	if status >= 500 {
+		h.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+		if status == http.StatusInternalServerError {
+			msg = "internal error"
+		}
+	}
+	if status == http.StatusRequestEntityTooLarge {
+		msg = fmt.Sprintf("request body larger than %d bytes", h.opts.MaxBody)
+	}
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

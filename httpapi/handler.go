@@ -1,0 +1,112 @@
+package httpapi
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/sselog/sselog/store"
+	"github.com/sselog/sselog/stream"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultRetry        = 3 * time.Second
+	DefaultHeartbeat    = 15 * time.Second
+	DefaultWriteTimeout = 30 * time.Second
+	DefaultMaxBody      = 1 << 20
+	DefaultHistoryLimit = 100
+	MaxHistoryLimit     = 1000
+)
+
+// Options configures NewHandler. The zero value is ready to use.
+type Options struct {
+	// Logger receives request errors. Nil discards them.
+	Logger *slog.Logger
+	// Retry is the reconnection delay hinted to SSE clients. Zero means
+	// DefaultRetry.
+	Retry time.Duration
+	// Heartbeat is how long an SSE connection may stay silent before a
+	// comment line is sent. Zero means DefaultHeartbeat.
+	Heartbeat time.Duration
+	// WriteTimeout is how long a write to a subscriber may make no progress
+	// before the subscriber is disconnected. Zero means DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// MaxBody is the largest publish body accepted, in bytes. Zero means
+	// DefaultMaxBody.
+	MaxBody int64
+}
+
+// Handler serves the sselog API.
+type Handler struct {
+	log    *store.Log
+	hub    *stream.Hub
+	opts   Options
+	logger *slog.Logger
+	router *mux.Router
+	retry  []byte // the "retry:" line every stream starts with
+}
+
+// NewHandler returns the API over log, with subscribers followed by hub.
+func NewHandler(log *store.Log, hub *stream.Hub, opts Options) *Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Retry <= 0 {
+		opts.Retry = DefaultRetry
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = DefaultHeartbeat
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
+	}
+	if opts.MaxBody <= 0 {
+		opts.MaxBody = DefaultMaxBody
+	}
+	h := &Handler{log: log, hub: hub, opts: opts, logger: opts.Logger, router: mux.NewRouter()}
+	h.retry = []byte("retry: " + strconv.FormatInt(opts.Retry.Milliseconds(), 10) + "\n\n")
+
+	r := h.router
+	r.HandleFunc("/healthz", h.healthz).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/v1/streams", h.listStreams).Methods(http.MethodGet)
+	r.HandleFunc("/v1/streams/{stream}/events", h.publish).Methods(http.MethodPost)
+	r.HandleFunc("/v1/streams/{stream}/events", h.subscribe).Methods(http.MethodGet)
+	r.HandleFunc("/v1/streams/{stream}/history", h.history).Methods(http.MethodGet)
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.writeError(w, r, errorf(http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.writeError(w, r, errorf(http.StatusMethodNotAllowed, "method %s not allowed on %s", r.Method, r.URL.Path))
+	})
+	return h
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.router.ServeHTTP(w, r)
+}
+
+func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
+	if err := h.log.Ping(); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (h *Handler) listStreams(w http.ResponseWriter, r *http.Request) {
+	streams, err := h.log.Streams()
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	if streams == nil {
+		streams = []store.StreamInfo{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"streams": streams})
+}

@@ -1,0 +1,118 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"unicode/utf8"
+
+	"github.com/gorilla/mux"
+
+	"github.com/sselog/sselog/store"
+)
+
+// wireEvent is one event as a publisher sends it.
+type wireEvent struct {
+	Type string          `json:"type"`
+	Data json.RawMessage `json:"data"`
+}
+
+func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
+	name := mux.Vars(r)["stream"]
+	if err := store.ValidateStream(name); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	// Requiring JSON also keeps cross-site HTML forms out: a browser sends
+	// application/json to another origin only after a CORS preflight.
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		h.writeError(w, r, errorf(http.StatusUnsupportedMediaType, "Content-Type must be application/json"))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBody))
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	events, batch, err := decodeEvents(body)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	ids, err := h.log.Append(r.Context(), name, events)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	if batch {
+		writeJSON(w, http.StatusCreated, map[string][]store.ID{"ids": ids})
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]store.ID{"id": ids[0]})
+}
+
+// decodeEvents parses a publish body: one event object, or a non-empty
+// array of them. It reports whether the body was an array. Each event's data
+// is compacted, so that it is one line of JSON however it was sent.
+func decodeEvents(body []byte) ([]store.Event, bool, error) {
+	if !utf8.Valid(body) {
+		return nil, false, errorf(http.StatusBadRequest, "body is not valid UTF-8")
+	}
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 {
+		return nil, false, errorf(http.StatusBadRequest, "body is empty: send an event object or an array of them")
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	dec.DisallowUnknownFields()
+	var wire []wireEvent
+	batch := trimmed[0] == '['
+	switch trimmed[0] {
+	case '[':
+		if err := dec.Decode(&wire); err != nil {
+			return nil, true, badJSON(err)
+		}
+		if len(wire) == 0 {
+			return nil, true, errorf(http.StatusBadRequest, "empty batch: send at least one event")
+		}
+	case '{':
+		wire = make([]wireEvent, 1)
+		if err := dec.Decode(&wire[0]); err != nil {
+			return nil, false, badJSON(err)
+		}
+	default:
+		return nil, false, errorf(http.StatusBadRequest, "body must be a JSON event object or an array of them")
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, batch, errorf(http.StatusBadRequest, "unexpected data after the JSON value")
+	}
+	events := make([]store.Event, len(wire))
+	for i, we := range wire {
+		if we.Data == nil {
+			return nil, batch, eventError(batch, i, "\"data\" is required")
+		}
+		if err := store.ValidateType(we.Type); err != nil {
+			return nil, batch, eventError(batch, i, err.Error())
+		}
+		var buf bytes.Buffer
+		buf.Grow(len(we.Data))
+		if err := json.Compact(&buf, we.Data); err != nil {
+			return nil, batch, badJSON(err)
+		}
+		events[i] = store.Event{Type: we.Type, Data: buf.Bytes()}
+	}
+	return events, batch, nil
+}
+
+func eventError(batch bool, i int, msg string) error {
+	if batch {
+		return errorf(http.StatusBadRequest, "event %d: %s", i, msg)
+	}
+	return errorf(http.StatusBadRequest, "%s", msg)
+}
+
+func badJSON(err error) error {
+	return errorf(http.StatusBadRequest, "malformed JSON: %v", err)
+}

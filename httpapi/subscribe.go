@@ -1,0 +1,97 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/sselog/sselog/store"
+	"github.com/sselog/sselog/stream"
+)
+
+var heartbeat = []byte(":\n\n")
+
+func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
+	name := mux.Vars(r)["stream"]
+	if err := store.ValidateStream(name); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	resume := r.Header.Get("Last-Event-ID")
+	if resume == "" {
+		resume = r.URL.Query().Get("last_event_id")
+	}
+	var after store.ID
+	if resume != "" {
+		id, err := store.ParseID(resume)
+		if err != nil {
+			h.writeError(w, r, errorf(http.StatusBadRequest, "Last-Event-ID: %v", err))
+			return
+		}
+		after = id
+	}
+	sub, err := h.hub.Subscribe(name, after, resume != "")
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	defer sub.Close()
+
+	rc := http.NewResponseController(w)
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-cache")
+	hdr.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+
+	timer := time.NewTimer(h.opts.Heartbeat)
+	defer timer.Stop()
+	// send writes chunks with one deadline and one flush, and reports
+	// whether the subscriber is still there.
+	send := func(chunks ...[]byte) bool {
+		if err := rc.SetWriteDeadline(time.Now().Add(h.opts.WriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return false
+		}
+		for _, c := range chunks {
+			if _, err := w.Write(c); err != nil {
+				h.logger.Debug("subscriber gone", "stream", name, "cursor", sub.Cursor(), "err", err)
+				return false
+			}
+		}
+		if err := rc.Flush(); err != nil {
+			h.logger.Debug("subscriber gone", "stream", name, "cursor", sub.Cursor(), "err", err)
+			return false
+		}
+		timer.Reset(h.opts.Heartbeat)
+		return true
+	}
+	if !send(h.retry) {
+		return
+	}
+	for {
+		frames, wake, err := sub.Next()
+		if err != nil {
+			if !errors.Is(err, stream.ErrClosed) {
+				h.logger.Error("subscription failed", "stream", name, "cursor", sub.Cursor(), "err", err)
+			}
+			return
+		}
+		if len(frames) > 0 {
+			if !send(frames...) {
+				return
+			}
+			continue
+		}
+		select {
+		case <-wake:
+		case <-timer.C:
+			if !send(heartbeat) {
+				return
+			}
+		case <-r.Context().Done():
+			return
+		}
+	}
+}

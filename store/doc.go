@@ -1,0 +1,27 @@
+// Package store is sselog's durable event log: the domain types (Event, ID)
+// and an append-only bbolt database holding every stream.
+//
+// The contract, which the rest of sselog builds on:
+//
+//   - One id space. Every event gets a ULID assigned by the single writer
+//     goroutine, in commit order. Ids strictly increase across all streams,
+//     across restarts (the newest id is persisted in every transaction) and
+//     when the wall clock steps backwards (the generator never goes below the
+//     last id it issued).
+//   - Acknowledged means durable. Append returns only after the bbolt
+//     transaction holding the events has committed and fsynced. NoSync is
+//     never set.
+//   - Group commit. Concurrent Append calls queue for one writer goroutine,
+//     which takes everything queued into one transaction. A lone Append on an
+//     idle log commits at once; there is no timer.
+//   - All or nothing. The events of one Append call land in one transaction,
+//     contiguous in id order.
+//   - Ordered notification. Hooks registered with OnCommit are called by the
+//     writer after each commit, in commit (and therefore id) order, before
+//     any caller of that transaction is answered.
+//
+// Layout: bucket "events" holds one sub-bucket per stream, keyed by the
+// 16-byte binary ULID (byte order is id order, so resuming is one Seek);
+// bucket "streams" holds per-stream counters; bucket "meta" holds the newest
+// issued id.
+package store

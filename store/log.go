@@ -1,0 +1,397 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultOpenTimeout     = time.Second
+	DefaultInitialMmapSize = 256 << 20
+	DefaultMaxGroupBytes   = 16 << 20
+	DefaultQueueLen        = 4096
+)
+
+// Errors of the log's life cycle.
+var (
+	// ErrClosed is returned by Append and reads after Close.
+	ErrClosed = errors.New("log is closed")
+	// ErrLocked is returned by Open when another process holds the database.
+	ErrLocked = errors.New("database is in use by another process")
+)
+
+// Options configures Open. The zero value is ready to use.
+type Options struct {
+	// Now is the clock ids are taken from. Nil means time.Now.
+	Now func() time.Time
+	// Logger receives the writer's errors. Nil discards them.
+	Logger *slog.Logger
+	// OpenTimeout bounds the wait for the database's file lock, so that a
+	// second process fails fast. Zero means DefaultOpenTimeout.
+	OpenTimeout time.Duration
+	// InitialMmapSize is bbolt's initial memory map, in bytes; a map large
+	// enough for the file means growth rarely remaps (a remap waits for every
+	// read transaction). Zero means DefaultInitialMmapSize.
+	InitialMmapSize int
+	// MaxGroupBytes caps the stored bytes the writer puts in one transaction
+	// when many appends are queued. A single append larger than this still
+	// commits, alone. Zero means DefaultMaxGroupBytes.
+	MaxGroupBytes int
+	// QueueLen is how many appends may wait for the writer before Append
+	// blocks. Zero means DefaultQueueLen.
+	QueueLen int
+}
+
+// Log is the durable event log. It is safe for concurrent use.
+type Log struct {
+	db     *bolt.DB
+	path   string
+	logger *slog.Logger
+	maxGrp int
+
+	// closeMu orders Append's queue sends before Close closes the queue.
+	closeMu sync.RWMutex
+	closed  bool
+	queue   chan *appendReq
+	done    chan struct{} // closed when the writer has exited
+
+	hooks atomic.Pointer[[]func([]Event)]
+	last  atomic.Pointer[ID] // newest committed id
+}
+
+type appendReq struct {
+	stream string
+	events []Event
+	size   int
+	err    chan error // buffered; the writer's one answer
+}
+
+var (
+	bucketEvents  = []byte("events")
+	bucketStreams = []byte("streams")
+	bucketMeta    = []byte("meta")
+	keyLastID     = []byte("last_id")
+	keyVersion    = []byte("version")
+)
+
+const layoutVersion = 1
+
+// Open opens or creates the database at path. The parent directory must
+// exist.
+func Open(path string, opts Options) (*Log, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.OpenTimeout <= 0 {
+		opts.OpenTimeout = DefaultOpenTimeout
+	}
+	if opts.InitialMmapSize <= 0 {
+		opts.InitialMmapSize = DefaultInitialMmapSize
+	}
+	if opts.MaxGroupBytes <= 0 {
+		opts.MaxGroupBytes = DefaultMaxGroupBytes
+	}
+	if opts.QueueLen <= 0 {
+		opts.QueueLen = DefaultQueueLen
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:         opts.OpenTimeout,
+		InitialMmapSize: opts.InitialMmapSize,
+		FreelistType:    bolt.FreelistMapType,
+	})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("open %s: %w", path, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	l := &Log{
+		db:     db,
+		path:   path,
+		logger: opts.Logger,
+		maxGrp: opts.MaxGroupBytes,
+		queue:  make(chan *appendReq, opts.QueueLen),
+		done:   make(chan struct{}),
+	}
+	var last ID
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketEvents, bucketStreams, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(keyVersion); v == nil {
+			if err := meta.Put(keyVersion, []byte{layoutVersion}); err != nil {
+				return err
+			}
+		} else if len(v) != 1 || v[0] != layoutVersion {
+			return fmt.Errorf("unsupported layout version %v", v)
+		}
+		if v := meta.Get(keyLastID); v != nil {
+			if len(v) != len(last) {
+				return fmt.Errorf("meta %s: %w", keyLastID, errCorrupt)
+			}
+			copy(last[:], v)
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	l.last.Store(&last)
+	l.hooks.Store(&[]func([]Event){})
+	gen := &generator{last: last, now: opts.Now}
+	go l.writer(gen)
+	return l, nil
+}
+
+// Path is the database file's path.
+func (l *Log) Path() string { return l.path }
+
+// LastID is the newest id committed, in any stream; zero for an empty log.
+func (l *Log) LastID() ID { return *l.last.Load() }
+
+// OnCommit registers fn to be called by the writer after every commit with
+// the committed events in id order. Calls are sequential, in commit order,
+// and happen before the appenders of that commit are answered. fn must not
+// block or call Append, and must not modify or retain the events' Data
+// beyond the call unless it copies it.
+func (l *Log) OnCommit(fn func([]Event)) {
+	for {
+		old := l.hooks.Load()
+		hooks := append(append([]func([]Event){}, *old...), fn)
+		if l.hooks.CompareAndSwap(old, &hooks) {
+			return
+		}
+	}
+}
+
+// Append appends events to stream in one transaction and returns their ids,
+// in order, once that transaction is durable. The events' ID fields are
+// ignored. Either all events are stored or, on error, none is
+// acknowledged. If ctx ends first, Append returns ctx's error and the
+// events may or may not be stored.
+func (l *Log) Append(ctx context.Context, stream string, events []Event) ([]ID, error) {
+	if err := ValidateStream(stream); err != nil {
+		return nil, err
+	}
+	if len(events) == 0 {
+		return nil, ErrEmptyBatch
+	}
+	r := &appendReq{stream: stream, events: make([]Event, len(events)), err: make(chan error, 1)}
+	for i := range events {
+		if err := events[i].validate(); err != nil {
+			return nil, fmt.Errorf("event %d: %w", i, err)
+		}
+		r.events[i] = Event{Stream: stream, Type: events[i].Type, Data: events[i].Data}
+		r.size += events[i].encodedLen() + len(ID{})
+	}
+	if err := l.enqueue(ctx, r); err != nil {
+		return nil, err
+	}
+	select {
+	case err := <-r.err:
+		if err != nil {
+			return nil, err
+		}
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	ids := make([]ID, len(r.events))
+	for i := range r.events {
+		ids[i] = r.events[i].ID
+	}
+	return ids, nil
+}
+
+func (l *Log) enqueue(ctx context.Context, r *appendReq) error {
+	l.closeMu.RLock()
+	defer l.closeMu.RUnlock()
+	if l.closed {
+		return ErrClosed
+	}
+	select {
+	case l.queue <- r:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// writer is the single goroutine that assigns ids and commits. It takes
+// whatever is queued into one transaction: the group grows with the load
+// while the previous fsync runs, and a lone append never waits.
+func (l *Log) writer(gen *generator) {
+	defer close(l.done)
+	var (
+		group   []*appendReq
+		pending *appendReq // taken from the queue but over the group's size
+		arena   []byte     // the group's stored values; bbolt keeps pointers into it until commit
+		batch   []Event
+	)
+	for {
+		group = group[:0]
+		size := 0
+		if pending != nil {
+			group, size, pending = append(group, pending), pending.size, nil
+		} else {
+			r, ok := <-l.queue
+			if !ok {
+				return
+			}
+			group, size = append(group, r), r.size
+		}
+	drain:
+		for size < l.maxGrp {
+			select {
+			case r, ok := <-l.queue:
+				if !ok {
+					break drain
+				}
+				if size+r.size > l.maxGrp {
+					pending = r
+					break drain
+				}
+				group, size = append(group, r), size+r.size
+			default:
+				break drain
+			}
+		}
+
+		batch = batch[:0]
+		if cap(arena) < size {
+			arena = make([]byte, 0, size)
+		}
+		arena = arena[:0]
+		err := l.db.Update(func(tx *bolt.Tx) error {
+			var last ID
+			for _, r := range group {
+				for i := range r.events {
+					r.events[i].ID = gen.next()
+				}
+				last = r.events[len(r.events)-1].ID
+				if err := putEvents(tx, r, &arena); err != nil {
+					return err
+				}
+			}
+			return tx.Bucket(bucketMeta).Put(keyLastID, last[:])
+		})
+		if err != nil {
+			l.logger.Error("commit failed", "events", countEvents(group), "err", err)
+			err = fmt.Errorf("append: %w", err)
+		} else {
+			for _, r := range group {
+				batch = append(batch, r.events...)
+			}
+			last := batch[len(batch)-1].ID
+			l.last.Store(&last)
+			for _, fn := range *l.hooks.Load() {
+				fn(batch)
+			}
+		}
+		for _, r := range group {
+			r.err <- err
+		}
+	}
+}
+
+func countEvents(group []*appendReq) int {
+	n := 0
+	for _, r := range group {
+		n += len(r.events)
+	}
+	return n
+}
+
+// putEvents stores one request's events and updates its stream's counters.
+// Values are appended to arena, which has room for them all: bbolt requires
+// a value to stay unchanged until the transaction ends, so no buffer is
+// reused within one.
+func putEvents(tx *bolt.Tx, r *appendReq, arena *[]byte) error {
+	b, err := tx.Bucket(bucketEvents).CreateBucketIfNotExists([]byte(r.stream))
+	if err != nil {
+		return err
+	}
+	// Keys only ever grow, so full pages are never split again: pack them.
+	b.FillPercent = 1.0
+	var bytes uint64
+	for i := range r.events {
+		e := &r.events[i]
+		start := len(*arena)
+		*arena = e.appendValue(*arena)
+		if err := b.Put(e.ID[:], (*arena)[start:len(*arena):len(*arena)]); err != nil {
+			return err
+		}
+		bytes += uint64(len(*arena) - start)
+	}
+	st := tx.Bucket(bucketStreams)
+	c := decodeCounters(st.Get([]byte(r.stream)))
+	c.Count += uint64(len(r.events))
+	c.Bytes += bytes
+	return st.Put([]byte(r.stream), c.encode())
+}
+
+// counters are a stream's running totals, kept so that listing streams
+// never walks their events.
+type counters struct {
+	Count uint64
+	Bytes uint64
+}
+
+func decodeCounters(v []byte) counters {
+	if len(v) < 16 {
+		return counters{}
+	}
+	return counters{Count: binary.BigEndian.Uint64(v), Bytes: binary.BigEndian.Uint64(v[8:])}
+}
+
+func (c counters) encode() []byte {
+	v := make([]byte, 16)
+	binary.BigEndian.PutUint64(v, c.Count)
+	binary.BigEndian.PutUint64(v[8:], c.Bytes)
+	return v
+}
+
+// Close stops accepting appends, commits those already queued, and closes
+// the database.
+func (l *Log) Close() error {
+	l.closeMu.Lock()
+	if l.closed {
+		l.closeMu.Unlock()
+		return ErrClosed
+	}
+	l.closed = true
+	close(l.queue)
+	l.closeMu.Unlock()
+	<-l.done
+	if err := l.db.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", l.path, err)
+	}
+	return nil
+}
+
+// Ping reports ErrClosed once Close has begun, nil before.
+func (l *Log) Ping() error {
+	l.closeMu.RLock()
+	defer l.closeMu.RUnlock()
+	if l.closed {
+		return ErrClosed
+	}
+	return nil
+}

@@ -1,0 +1,295 @@
+package stream
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/sselog/sselog/store"
+)
+
+// Log is the part of *store.Log the hub uses.
+type Log interface {
+	ScanAfter(stream string, after store.ID, limit int, fn func(*store.Event) error) error
+	LastID() store.ID
+	OnCommit(fn func([]store.Event))
+}
+
+// Defaults for zero Options fields.
+const (
+	DefaultTailLen   = 4096
+	DefaultTailBytes = 8 << 20
+	DefaultPageSize  = 512
+)
+
+// ErrClosed is returned by Subscribe after Close and by Next on a
+// subscription that was closed.
+var ErrClosed = errors.New("hub is closed")
+
+// Options configures NewHub. The zero value is ready to use.
+type Options struct {
+	// TailLen is how many recent frames each followed stream keeps in
+	// memory for live subscribers. Zero means DefaultTailLen.
+	TailLen int
+	// TailBytes caps the bytes of those frames per stream. Zero means
+	// DefaultTailBytes.
+	TailBytes int
+	// PageSize is how many events a subscriber reads from the log in one
+	// read transaction while it catches up. Zero means DefaultPageSize.
+	PageSize int
+}
+
+// Hub tracks the followed streams. It is safe for concurrent use.
+type Hub struct {
+	log  Log
+	opts Options
+
+	// mu guards streams and orders a stream's creation against the commit
+	// hook: while the hook delivers a commit it holds mu for reading, so a
+	// stream created under the write lock sees either all of a commit in
+	// its tail or none of it, and its floor is the last id delivered.
+	mu      sync.RWMutex
+	streams map[string]*followed
+	// delivered is the newest id the commit hook has delivered. Written
+	// only by the hook, under mu.RLock; read under mu.Lock.
+	delivered store.ID
+	closed    bool
+}
+
+// NewHub creates a hub over log and registers its commit hook.
+func NewHub(log Log, opts Options) *Hub {
+	if opts.TailLen <= 0 {
+		opts.TailLen = DefaultTailLen
+	}
+	if opts.TailBytes <= 0 {
+		opts.TailBytes = DefaultTailBytes
+	}
+	if opts.PageSize <= 0 {
+		opts.PageSize = DefaultPageSize
+	}
+	h := &Hub{log: log, opts: opts, streams: make(map[string]*followed)}
+	// Register before reading LastID: a commit between the two is then
+	// delivered, and delivered only moves forward.
+	log.OnCommit(h.committed)
+	h.mu.Lock()
+	if last := log.LastID(); last.Compare(h.delivered) > 0 {
+		h.delivered = last
+	}
+	h.mu.Unlock()
+	return h
+}
+
+// committed is the log's commit hook. It encodes each event of a followed
+// stream once, appends the frame to that stream's tail and wakes the
+// stream's subscribers.
+func (h *Hub) committed(events []store.Event) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	var woken *followed
+	for i := range events {
+		e := &events[i]
+		f := h.streams[e.Stream]
+		if f == nil {
+			continue
+		}
+		frame := AppendFrame(make([]byte, 0, frameLen(e)), e.ID, e.Type, e.Data)
+		f.mu.Lock()
+		f.tail.push(e.ID, frame)
+		f.mu.Unlock()
+		// A commit usually touches one stream: wake it once, below.
+		if woken != f {
+			if woken != nil {
+				woken.wake()
+			}
+			woken = f
+		}
+	}
+	if woken != nil {
+		woken.wake()
+	}
+	h.delivered = events[len(events)-1].ID
+}
+
+func frameLen(e *store.Event) int {
+	return len("id: \nevent: \ndata: \n\n") + 26 + len(e.Type) + len(e.Data) + 16
+}
+
+// Close ends every subscription: their Next returns ErrClosed.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for _, f := range h.streams {
+		f.mu.Lock()
+		f.closed = true
+		f.mu.Unlock()
+		f.wake()
+	}
+}
+
+// followed is the in-memory state of a stream with at least one subscriber.
+type followed struct {
+	name string
+	refs int // guarded by Hub.mu
+
+	mu     sync.RWMutex
+	tail   tail
+	notify chan struct{} // closed and replaced on every commit to the stream
+	closed bool
+}
+
+// wake closes the stream's notify channel, waking every subscriber waiting
+// on it, and replaces it for the next wait.
+func (f *followed) wake() {
+	f.mu.Lock()
+	close(f.notify)
+	f.notify = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// Subscribe opens a cursor over stream. With from set, the subscription
+// starts after the id after (the zero ID: from the stream's beginning);
+// without, it starts after the newest committed event, for live events
+// only.
+func (h *Hub) Subscribe(name string, after store.ID, from bool) (*Subscription, error) {
+	if err := store.ValidateStream(name); err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, ErrClosed
+	}
+	f := h.streams[name]
+	if f == nil {
+		f = &followed{name: name, notify: make(chan struct{})}
+		f.tail.init(h.opts.TailLen, h.opts.TailBytes, h.delivered)
+		h.streams[name] = f
+	}
+	f.refs++
+	s := &Subscription{hub: h, f: f, cursor: after}
+	if !from {
+		// Every event up to delivered is committed, and every later commit
+		// gets larger ids and reaches the tail.
+		s.cursor = h.delivered
+		s.known = h.delivered
+	}
+	return s, nil
+}
+
+// Following reports how many streams have subscribers.
+func (h *Hub) Following() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.streams)
+}
+
+func (h *Hub) release(f *followed) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	f.refs--
+	if f.refs == 0 {
+		delete(h.streams, f.name)
+	}
+}
+
+// Subscription is one follower's cursor over a stream. Its methods are not
+// safe for concurrent use; one goroutine drives it.
+type Subscription struct {
+	hub    *Hub
+	f      *followed
+	cursor store.ID // id of the last event handed out
+	// known is an id up to which every event of the stream has been handed
+	// out: a replay read that came back short saw everything committed
+	// before it began.
+	known  store.ID
+	buf    []byte
+	frames [][]byte
+	closed bool
+}
+
+// Cursor is the id of the last event Next handed out (or the starting
+// point, before any).
+func (s *Subscription) Cursor() store.ID { return s.cursor }
+
+// Next returns the frames of the events after the cursor that are ready
+// now, in id order, and moves the cursor past them. The frames are valid
+// until the next call. When none is ready it returns no frames and a
+// channel that is closed when some may be. After Hub.Close it returns
+// ErrClosed.
+func (s *Subscription) Next() ([][]byte, <-chan struct{}, error) {
+	if s.closed {
+		return nil, nil, ErrClosed
+	}
+	s.frames = s.frames[:0]
+	for {
+		f := s.f
+		f.mu.RLock()
+		if f.closed {
+			f.mu.RUnlock()
+			return nil, nil, ErrClosed
+		}
+		wake := f.notify
+		floor := f.tail.floor
+		if maxID(s.cursor, s.known).Compare(floor) >= 0 {
+			var last store.ID
+			s.frames, last = f.tail.appendAfter(s.frames, s.cursor)
+			f.mu.RUnlock()
+			if len(s.frames) == 0 {
+				return nil, wake, nil
+			}
+			s.cursor = last
+			return s.frames, nil, nil
+		}
+		f.mu.RUnlock()
+
+		// Behind the tail: read a page from the log. Taking the floor
+		// before the read is what makes a short read a proof that
+		// everything up to the floor has been seen.
+		n, err := s.replay(floor)
+		if err != nil {
+			return nil, nil, err
+		}
+		if n > 0 {
+			s.frames = append(s.frames, s.buf)
+			return s.frames, nil, nil
+		}
+	}
+}
+
+// replay reads one page after the cursor into s.buf and reports how many
+// events it holds.
+func (s *Subscription) replay(floor store.ID) (int, error) {
+	page := s.hub.opts.PageSize
+	s.buf = s.buf[:0]
+	n := 0
+	err := s.hub.log.ScanAfter(s.f.name, s.cursor, page, func(e *store.Event) error {
+		s.buf = AppendFrame(s.buf, e.ID, e.Type, e.Data)
+		s.cursor = e.ID
+		n++
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("replay %s: %w", s.f.name, err)
+	}
+	if n < page && floor.Compare(s.known) > 0 {
+		s.known = floor
+	}
+	return n, nil
+}
+
+// Close releases the subscription.
+func (s *Subscription) Close() {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	s.hub.release(s.f)
+}
+
+func maxID(a, b store.ID) store.ID {
+	if a.Compare(b) >= 0 {
+		return a
+	}
+	return b
+}
