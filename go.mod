@@ -3,12 +3,10 @@ module github.com/sselog/sselog
 go 1.26.8
 
 require (
+	github.com/gorilla/mux v1.8.1
 	github.com/oklog/ulid/v2 v2.1.1
+	github.com/tmaxmax/go-sse v0.11.0
 	go.etcd.io/bbolt v1.4.3
 )
 
-require (
-	github.com/gorilla/mux v1.8.1 // indirect
-	github.com/tmaxmax/go-sse v0.11.0 // indirect
-	golang.org/x/sys v0.29.0 // indirect
-)
+require golang.org/x/sys v0.29.0 // indirect

@@ -53,7 +53,10 @@ func errorStatus(err error) int {
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status := errorStatus(err)
 	msg := err.Error()
-	if status >= 500 {
+	gone := errors.Is(err, context.Canceled)
+	if gone {
+		h.logger.Debug("client gone before the answer", "method", r.Method, "path", r.URL.Path, "err", err)
+	} else if status >= 500 {
 		h.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 		if status == http.StatusInternalServerError {
 			msg = "internal error"

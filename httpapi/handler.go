@@ -72,6 +72,10 @@ func NewHandler(log *store.Log, hub *stream.Hub, opts Options) *Handler {
 	h.retry = []byte("retry: " + strconv.FormatInt(opts.Retry.Milliseconds(), 10) + "\n\n")
 
 	r := h.router
+	// Without this, mux answers "/v1/streams/../x" with a bare redirect, and
+	// a client that follows it turns a POST into a GET. Uncleaned paths
+	// simply match no route.
+	r.SkipClean(true)
 	r.HandleFunc("/healthz", h.healthz).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/v1/streams", h.listStreams).Methods(http.MethodGet)
 	r.HandleFunc("/v1/streams/{stream}/events", h.publish).Methods(http.MethodPost)

@@ -40,7 +40,7 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
-			h.writeError(w, r, errorf(http.StatusBadRequest, "limit must be an integer from 1 to %d", MaxHistoryLimit))
+			h.writeError(w, r, errorf(http.StatusBadRequest, "limit must be a positive integer (at most %d events are returned)", MaxHistoryLimit))
 			return
 		}
 		limit = min(n, MaxHistoryLimit)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/gorilla/mux"
@@ -113,6 +114,17 @@ func eventError(batch bool, i int, msg string) error {
 	return errorf(http.StatusBadRequest, "%s", msg)
 }
 
+// badJSON describes a decoding error in the client's terms, not Go's.
 func badJSON(err error) error {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		if typeErr.Field == "" || typeErr.Field == typeErr.Struct {
+			return errorf(http.StatusBadRequest, "each event must be a JSON object, not a JSON %s", typeErr.Value)
+		}
+		return errorf(http.StatusBadRequest, "field %q must not be a JSON %s", typeErr.Field, typeErr.Value)
+	}
+	if field, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return errorf(http.StatusBadRequest, "unknown field %s: an event has only \"type\" and \"data\"", field)
+	}
 	return errorf(http.StatusBadRequest, "malformed JSON: %v", err)
 }

@@ -13,21 +13,25 @@ import (
 
 var heartbeat = []byte(":\n\n")
 
+// deadlineEvery is how many bytes a subscriber is sent under one write
+// deadline before the deadline is moved on.
+const deadlineEvery = 64 << 10
+
 func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 	name := mux.Vars(r)["stream"]
 	if err := store.ValidateStream(name); err != nil {
 		h.writeError(w, r, err)
 		return
 	}
-	resume := r.Header.Get("Last-Event-ID")
+	source, resume := "Last-Event-ID", r.Header.Get("Last-Event-ID")
 	if resume == "" {
-		resume = r.URL.Query().Get("last_event_id")
+		source, resume = "last_event_id", r.URL.Query().Get("last_event_id")
 	}
 	var after store.ID
 	if resume != "" {
 		id, err := store.ParseID(resume)
 		if err != nil {
-			h.writeError(w, r, errorf(http.StatusBadRequest, "Last-Event-ID: %v", err))
+			h.writeError(w, r, errorf(http.StatusBadRequest, "%s: %v", source, err))
 			return
 		}
 		after = id
@@ -48,13 +52,27 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 
 	timer := time.NewTimer(h.opts.Heartbeat)
 	defer timer.Stop()
-	// send writes chunks with one deadline and one flush, and reports
-	// whether the subscriber is still there.
+	// extend moves the write deadline: a subscriber is cut off when a
+	// write makes no progress for the write timeout, not when a long
+	// replay takes longer than that in total.
+	extend := func() bool {
+		err := rc.SetWriteDeadline(time.Now().Add(h.opts.WriteTimeout))
+		return err == nil || errors.Is(err, http.ErrNotSupported)
+	}
+	// send writes chunks with one flush at the end, and reports whether the
+	// subscriber is still there.
 	send := func(chunks ...[]byte) bool {
-		if err := rc.SetWriteDeadline(time.Now().Add(h.opts.WriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		if !extend() {
 			return false
 		}
+		pending := 0
 		for _, c := range chunks {
+			if pending += len(c); pending > deadlineEvery {
+				if !extend() {
+					return false
+				}
+				pending = len(c)
+			}
 			if _, err := w.Write(c); err != nil {
 				h.logger.Debug("subscriber gone", "stream", name, "cursor", sub.Cursor(), "err", err)
 				return false

@@ -20,6 +20,7 @@ const (
 	DefaultTailLen   = 4096
 	DefaultTailBytes = 8 << 20
 	DefaultPageSize  = 512
+	DefaultPageBytes = 1 << 20
 )
 
 // ErrClosed is returned by Subscribe after Close and by Next on a
@@ -37,6 +38,9 @@ type Options struct {
 	// PageSize is how many events a subscriber reads from the log in one
 	// read transaction while it catches up. Zero means DefaultPageSize.
 	PageSize int
+	// PageBytes ends a page early once its frames reach this many bytes, so
+	// that a page of large events stays small. Zero means DefaultPageBytes.
+	PageBytes int
 }
 
 // Hub tracks the followed streams. It is safe for concurrent use.
@@ -66,6 +70,9 @@ func NewHub(log Log, opts Options) *Hub {
 	}
 	if opts.PageSize <= 0 {
 		opts.PageSize = DefaultPageSize
+	}
+	if opts.PageBytes <= 0 {
+		opts.PageBytes = DefaultPageBytes
 	}
 	h := &Hub{log: log, opts: opts, streams: make(map[string]*followed)}
 	// Register before reading LastID: a commit between the two is then
@@ -257,8 +264,12 @@ func (s *Subscription) Next() ([][]byte, <-chan struct{}, error) {
 	}
 }
 
+// errPageFull ends a replay read that has filled its byte budget.
+var errPageFull = errors.New("page full")
+
 // replay reads one page after the cursor into s.buf and reports how many
-// events it holds.
+// events it holds. A page ends at PageSize events or once it holds
+// PageBytes, whichever comes first.
 func (s *Subscription) replay(floor store.ID) (int, error) {
 	page := s.hub.opts.PageSize
 	s.buf = s.buf[:0]
@@ -267,12 +278,23 @@ func (s *Subscription) replay(floor store.ID) (int, error) {
 		s.buf = AppendFrame(s.buf, e.ID, e.Type, e.Data)
 		s.cursor = e.ID
 		n++
+		if len(s.buf) >= s.hub.opts.PageBytes {
+			return errPageFull
+		}
 		return nil
 	})
+	full := n == page
+	if errors.Is(err, errPageFull) {
+		full, err = true, nil
+	}
 	if err != nil {
 		return 0, fmt.Errorf("replay %s: %w", s.f.name, err)
 	}
-	if n < page && floor.Compare(s.known) > 0 {
+	if cap(s.buf) > 4*s.hub.opts.PageBytes {
+		// One huge page should not pin its buffer for the connection's life.
+		defer func() { s.buf = nil }()
+	}
+	if !full && floor.Compare(s.known) > 0 {
 		s.known = floor
 	}
 	return n, nil

@@ -14,14 +14,22 @@ import (
 )
 
 func main() {
+	os.Exit(runMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// runMain is main without the exit, so that the tests' child processes run
+// exactly what main runs: run under a context that SIGINT and SIGTERM end,
+// and an exit status.
+func runMain(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	if err := run(ctx, args, stdout, stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "sselog:", err)
+			fmt.Fprintln(stderr, "sselog:", err)
 		}
-		os.Exit(2)
+		return 2
 	}
+	return 0
 }
 
 const usage = `sselog: a durable event log with Server-Sent Events replay

@@ -57,6 +57,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := parseWithEnv(fs, args, os.LookupEnv); err != nil {
 		return err
 	}
+	// Flag parsing stops at the first non-flag, so a stray word would
+	// silently drop every flag after it.
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (flags only; see sselog serve -h)", fs.Arg(0))
+	}
 	logger, err := newLogger(stderr, c.logFormat, c.logLevel)
 	if err != nil {
 		return err
@@ -111,9 +116,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	logger.Info("shutting down")
 	shutCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	// Shutdown stops new connections and waits for in-flight publishes, but
-	// never ends an SSE stream by itself: closing the hub does.
-	hub.Close()
+	// Shutdown closes the listener, then runs the hub's Close, and waits
+	// for in-flight publishes; it never ends an SSE stream by itself, which
+	// is what closing the hub does. Closing the hub only after the listener
+	// means no subscriber is answered 503, which EventSource never retries.
+	srv.RegisterOnShutdown(hub.Close)
 	if err := srv.Shutdown(shutCtx); err != nil {
 		logger.Warn("shutdown incomplete", "err", err)
 		srv.Close()

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sselog/sselog/httpapi"
+)
+
+func TestParseWithEnv(t *testing.T) {
+	t.Parallel()
+	defaults := serveConfig{
+		addr:         "127.0.0.1:8080",
+		db:           filepath.Join("data", "sselog.db"),
+		retry:        httpapi.DefaultRetry,
+		heartbeat:    httpapi.DefaultHeartbeat,
+		writeTimeout: httpapi.DefaultWriteTimeout,
+		maxBody:      httpapi.DefaultMaxBody,
+		logLevel:     slog.LevelInfo,
+		logFormat:    "text",
+	}
+	allEnv := map[string]string{
+		"SSELOG_ADDR":          "0.0.0.0:9000",
+		"SSELOG_DB":            "/var/lib/sselog/e.db",
+		"SSELOG_RETRY":         "5s",
+		"SSELOG_HEARTBEAT":     "7s",
+		"SSELOG_WRITE_TIMEOUT": "9s",
+		"SSELOG_MAX_BODY":      "2MiB",
+		"SSELOG_LOG_LEVEL":     "debug",
+		"SSELOG_LOG_FORMAT":    "json",
+	}
+	fromEnv := serveConfig{
+		addr: "0.0.0.0:9000", db: "/var/lib/sselog/e.db",
+		retry: 5 * time.Second, heartbeat: 7 * time.Second, writeTimeout: 9 * time.Second,
+		maxBody: 2 << 20, logLevel: slog.LevelDebug, logFormat: "json",
+	}
+	tests := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		want    serveConfig
+		wantErr string // a substring of the error; "" means success
+	}{
+		{name: "defaults", want: defaults},
+		{name: "every flag from the environment", env: allEnv, want: fromEnv},
+		{
+			name: "flags override the environment",
+			env:  allEnv,
+			args: []string{
+				"--addr", "127.0.0.1:1", "--db", "f.db", "--retry", "1s", "--heartbeat", "2s",
+				"--write-timeout", "3s", "--max-body", "512KiB", "--log-level", "warn", "--log-format", "text",
+			},
+			want: serveConfig{
+				addr: "127.0.0.1:1", db: "f.db", retry: time.Second, heartbeat: 2 * time.Second,
+				writeTimeout: 3 * time.Second, maxBody: 512 << 10, logLevel: slog.LevelWarn, logFormat: "text",
+			},
+		},
+		{
+			name: "one flag overrides, the rest from the environment",
+			env:  allEnv,
+			args: []string{"--max-body=1048576"},
+			want: func() serveConfig { c := fromEnv; c.maxBody = 1 << 20; return c }(),
+		},
+		{
+			name: "unrelated and unprefixed variables are ignored",
+			env:  map[string]string{"SSELOG_NOPE": "1", "ADDR": "x", "MAX_BODY": "x", "sselog_addr": "x"},
+			want: defaults,
+		},
+		{name: "bad size in the environment", env: map[string]string{"SSELOG_MAX_BODY": "lots"}, wantErr: "SSELOG_MAX_BODY"},
+		{name: "bad duration in the environment", env: map[string]string{"SSELOG_RETRY": "soon"}, wantErr: "SSELOG_RETRY"},
+		{name: "bad level in the environment", env: map[string]string{"SSELOG_LOG_LEVEL": "loud"}, wantErr: "SSELOG_LOG_LEVEL"},
+		{name: "bad flag", args: []string{"--max-body", "0"}, wantErr: "invalid size"},
+		{name: "unknown flag", args: []string{"--port", "80"}, wantErr: "port"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			fs, c := serveFlags(io.Discard)
+			lookup := func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok }
+			err := parseWithEnv(fs, tt.args, lookup)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one mentioning %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if *c != tt.want {
+				t.Errorf("config\n got %+v\nwant %+v", *c, tt.want)
+			}
+		})
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	t.Parallel()
+	valid := []struct {
+		in   string
+		want int64
+	}{
+		{"1MiB", 1 << 20},
+		{"512KiB", 512 << 10},
+		{"1048576", 1048576},
+		{"1MB", 1_000_000},
+		{"64KB", 64_000},
+		{"2GiB", 2 << 30},
+		{"3GB", 3_000_000_000},
+		{"10B", 10},
+		{"1", 1},
+		{" 4 MiB ", 4 << 20},
+		{"1024GiB", 1 << 40},
+	}
+	for _, tt := range valid {
+		var b byteSize
+		if err := b.Set(tt.in); err != nil || int64(b) != tt.want {
+			t.Errorf("Set(%q) = %d, %v; want %d", tt.in, b, err, tt.want)
+		}
+		if err := b.Set(b.String()); err != nil || int64(b) != tt.want {
+			t.Errorf("Set(String()) of %q = %d, %v: does not round-trip", tt.in, b, err)
+		}
+	}
+	invalid := []string{
+		"", "0", "-1", "-1MiB", "0KiB", "abc", "MiB", "1TiB", "1TB", "1.5MiB", "1e6",
+		"1 M", "1KiBs", "0x10", "1025GiB", "9223372036854775807", "99999999999999999999",
+	}
+	for _, in := range invalid {
+		b := byteSize(42)
+		err := b.Set(in)
+		if err == nil {
+			t.Errorf("Set(%q) = %d, want an error", in, b)
+			continue
+		}
+		if b != 42 {
+			t.Errorf("failed Set(%q) changed the value to %d", in, b)
+		}
+		if !strings.Contains(err.Error(), "invalid size") {
+			t.Errorf("Set(%q) error %q does not say what is wrong", in, err)
+		}
+	}
+}
+
+// runQuick calls run for arguments that must end without serving.
+func runQuick(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out, errOut strings.Builder
+	err = run(ctx, args, &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+func TestRunCommandLine(t *testing.T) {
+	t.Parallel()
+	db := filepath.Join(t.TempDir(), "never", "x.db")
+	serve := func(extra ...string) []string {
+		return append([]string{"serve", "--addr", "127.0.0.1:0", "--db", db}, extra...)
+	}
+	tests := []struct {
+		name       string
+		args       []string
+		wantErr    string // a substring of the error; "" means nil
+		wantStdout string
+		wantStderr string
+	}{
+		{name: "no arguments", args: nil, wantErr: flag.ErrHelp.Error(), wantStderr: "Usage:\n  sselog serve"},
+		{name: "help", args: []string{"help"}, wantStdout: "Usage:\n  sselog serve"},
+		{name: "-h", args: []string{"-h"}, wantStdout: "Usage:\n  sselog serve"},
+		{name: "unknown command", args: []string{"serv"}, wantErr: `unknown command "serv"`, wantStderr: "Usage:"},
+		{name: "serve -h", args: serve("-h"), wantErr: flag.ErrHelp.Error(), wantStderr: "SSELOG_MAX_BODY"},
+		{name: "bad log format", args: serve("--log-format", "xml"), wantErr: "--log-format must be text or json"},
+		{name: "bad log level", args: serve("--log-level", "loud"), wantErr: "log-level"},
+		{name: "zero retry", args: serve("--retry", "0s"), wantErr: "--retry must be positive"},
+		{name: "negative heartbeat", args: serve("--heartbeat", "-1s"), wantErr: "--heartbeat must be positive"},
+		{name: "zero write timeout", args: serve("--write-timeout", "0s"), wantErr: "--write-timeout must be positive"},
+		{name: "zero max body", args: serve("--max-body", "0"), wantErr: "invalid size"},
+		{name: "bad duration", args: serve("--retry", "3"), wantErr: "retry"},
+		// A stray word ends flag parsing: "1 MiB" would silently drop every
+		// flag after it.
+		{name: "stray argument", args: serve("--max-body", "1", "MiB", "--retry", "1s"), wantErr: `unexpected argument "MiB"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stdout, stderr, err := runQuick(t, tt.args...)
+			if tt.wantErr == "" && err != nil {
+				t.Errorf("err = %v, want nil", err)
+			}
+			if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("err = %v, want one containing %q", err, tt.wantErr)
+			}
+			if !strings.Contains(stdout, tt.wantStdout) || (tt.wantStdout == "" && stdout != "") {
+				t.Errorf("stdout = %q, want it to contain %q", stdout, tt.wantStdout)
+			}
+			if !strings.Contains(stderr, tt.wantStderr) {
+				t.Errorf("stderr = %q, want it to contain %q", stderr, tt.wantStderr)
+			}
+		})
+	}
+	// Bad configuration is refused before anything touches the disk.
+	if _, err := os.Stat(filepath.Dir(db)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused configuration created %s: %v", filepath.Dir(db), err)
+	}
+}
+
+func TestRunMainStatus(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr strings.Builder
+	if code := runMain(nil, &stdout, &stderr); code != 2 {
+		t.Errorf("sselog with no arguments exits %d, want 2", code)
+	}
+	if !strings.HasPrefix(stderr.String(), usage) || strings.Contains(stderr.String(), "sselog: flag") || stdout.Len() != 0 {
+		t.Errorf("sselog with no arguments: stdout %q, stderr %q; want only the usage, on stderr", stdout.String(), stderr.String())
+	}
+	stdout.Reset()
+	stderr.Reset()
+	if code := runMain([]string{"frob"}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), `sselog: unknown command "frob"`) {
+		t.Errorf("sselog frob: exit %d, stderr %q", code, stderr.String())
+	}
+	stdout.Reset()
+	stderr.Reset()
+	if code := runMain([]string{"help"}, &stdout, &stderr); code != 0 || stdout.String() != usage {
+		t.Errorf("sselog help: exit %d, stdout %q", code, stdout.String())
+	}
+}
+
+func TestServeListenFailureReleasesDatabase(t *testing.T) {
+	t.Parallel()
+	db := filepath.Join(t.TempDir(), "x.db")
+	_, _, err := runQuick(t, "serve", "--addr", "127.0.0.1:99999", "--db", db)
+	if err == nil || !strings.Contains(err.Error(), "listen") {
+		t.Fatalf("err = %v, want a listen error", err)
+	}
+	// A database left open would make this wait out the lock timeout and
+	// fail.
+	mustOpen(t, db)
+}

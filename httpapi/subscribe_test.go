@@ -1,0 +1,244 @@
+package httpapi_test
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sselog/sselog/httpapi"
+	"github.com/sselog/sselog/store"
+	"github.com/sselog/sselog/stream"
+)
+
+// TestStreamStart checks the response headers and that the retry hint is
+// flushed at once, before there is any event to send: a client must know
+// the connection is up without waiting for traffic.
+func TestStreamStart(t *testing.T) {
+	s := newServer(t, httpapi.Options{Retry: 1500 * time.Millisecond}, stream.Options{})
+	c := s.dial(t, "/v1/streams/s/events", "")
+	for k, want := range map[string]string{
+		"Content-Type":      "text/event-stream",
+		"Cache-Control":     "no-cache",
+		"X-Accel-Buffering": "no",
+	} {
+		if got := c.resp.Header.Get(k); got != want {
+			t.Errorf("%s: %q, want %q", k, got, want)
+		}
+	}
+	const hint = "retry: 1500\n\n"
+	got, err := c.readRaw(len(hint))
+	if err != nil {
+		t.Fatalf("reading the retry hint with nothing published: %v", err)
+	}
+	if got != hint {
+		t.Fatalf("stream starts with %q, want %q", got, hint)
+	}
+	ids := s.mustPublish(t, "s", `{"data":1}`)
+	if err := diffEvents(readEvents(t, c, 1), []store.Event{{ID: ids[0], Data: []byte("1")}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHeartbeat(t *testing.T) {
+	s := newServer(t, httpapi.Options{Heartbeat: 50 * time.Millisecond}, stream.Options{})
+	c := s.dial(t, "/v1/streams/s/events", "")
+	if b, err := c.next(); err != nil || b.Retry == "" {
+		t.Fatalf("first block %+v, %v; want the retry hint", b, err)
+	}
+	// Several in a row: the timer must be re-armed after each one.
+	for i := range 3 {
+		line, err := c.r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("heartbeat %d: %v", i, err)
+		}
+		if line != ":\n" {
+			t.Fatalf("heartbeat %d: got %q, want a comment line %q", i, line, ":\n")
+		}
+		if line, err = c.r.ReadString('\n'); err != nil || line != "\n" {
+			t.Fatalf("heartbeat %d is followed by %q, %v; want its blank line", i, line, err)
+		}
+	}
+	// Events still flow between heartbeats.
+	ids := s.mustPublish(t, "s", `{"data":1}`)
+	if err := diffEvents(readEvents(t, c, 1), []store.Event{{ID: ids[0], Data: []byte("1")}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestResume(t *testing.T) {
+	s := newServer(t, httpapi.Options{}, stream.Options{})
+	var ids []store.ID
+	for i := range 5 {
+		ids = append(ids, s.mustPublish(t, "s", fmt.Sprintf(`{"data":%d}`, i))...)
+	}
+	s.mustPublish(t, "other", `{"data":"x"}`)
+	zero := strings.Repeat("0", 26)
+	tests := []struct {
+		name   string
+		query  string
+		header string
+		after  store.ID // where the stream must resume
+	}{
+		{"header", "", ids[1].String(), ids[1]},
+		{"query", "?last_event_id=" + ids[2].String(), "", ids[2]},
+		{"header wins over query", "?last_event_id=" + ids[0].String(), ids[3].String(), ids[3]},
+		{"header wins over bad query", "?last_event_id=nope", ids[3].String(), ids[3]},
+		{"zero id replays all", "", zero, store.ID{}},
+		{"zero id in query", "?last_event_id=" + zero, "", store.ID{}},
+		{"last id", "", ids[4].String(), ids[4]},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			// Markers of earlier cases are part of the stream by now.
+			want, err := s.log.ReadAfter("s", tc.after, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := s.dial(t, "/v1/streams/s/events"+tc.query, tc.header)
+			got := readEvents(t, c, len(want))
+			// A marker published now must come next: nothing extra was sent
+			// before it.
+			marker := s.mustPublish(t, "s", `{"data":"marker"}`)
+			got = append(got, readEvents(t, c, 1)...)
+			want = append(want, store.Event{ID: marker[0], Data: []byte(`"marker"`)})
+			if err := diffEvents(got, want); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestEmptyStream subscribes to streams that have no events yet, live and
+// from the beginning: both wait, then get the first event published.
+func TestEmptyStream(t *testing.T) {
+	s := newServer(t, httpapi.Options{}, stream.Options{})
+	s.mustPublish(t, "other", `{"data":0}`)
+	live := s.dial(t, "/v1/streams/new/events", "")
+	fromZero := s.dial(t, "/v1/streams/new/events", strings.Repeat("0", 26))
+	for _, c := range []*sseClient{live, fromZero} {
+		// The hint proves the subscription exists before the publish.
+		if b, err := c.next(); err != nil || b.Retry == "" {
+			t.Fatalf("first block %+v, %v; want the retry hint", b, err)
+		}
+	}
+	ids := s.mustPublish(t, "new", `{"type":"first","data":1}`)
+	want := []store.Event{{ID: ids[0], Type: "first", Data: []byte("1")}}
+	for _, c := range []*sseClient{live, fromZero} {
+		if err := diffEvents(readEvents(t, c, 1), want); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestSlowReaderDisconnected checks the write timeout: a client that stops
+// reading is dropped once the kernel buffers are full and a write makes no
+// progress for WriteTimeout, and publishing never waits for it.
+func TestSlowReaderDisconnected(t *testing.T) {
+	s := newServer(t, httpapi.Options{WriteTimeout: 200 * time.Millisecond, Heartbeat: time.Hour}, stream.Options{})
+	conn, err := smallBufferDialer().Dial("tcp", s.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /v1/streams/big/events HTTP/1.1\r\nHost: sselog\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(waitFor)
+	for s.hub.Following() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the subscription never started")
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	data := []byte(`"` + strings.Repeat("x", 256<<10) + `"`)
+	published := 0
+	for s.hub.Following() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("subscriber still connected after %d events of %d KiB", published, len(data)>>10)
+		}
+		start := time.Now()
+		if _, err := s.log.Append(t.Context(), "big", []store.Event{{Data: data}}); err != nil {
+			t.Fatal(err)
+		}
+		// Generous for an fsync under the race detector, far below what
+		// waiting on the stuck subscriber would take.
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("publish %d took %v: publishing waits for a subscriber", published, d)
+		}
+		published++
+	}
+	t.Logf("disconnected after %d events of %d KiB", published, len(data)>>10)
+
+	// The server has closed its side: draining what the kernel holds ends
+	// in EOF or a reset, not in our read deadline.
+	if err := conn.SetReadDeadline(time.Now().Add(waitFor)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("the server kept the connection open")
+	}
+}
+
+// waitFollowing polls the hub until n streams are followed: the handler's
+// return is only visible through the subscription it releases.
+func waitFollowing(t *testing.T, s *testServer, n int) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for s.hub.Following() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("Following() = %d, want %d", s.hub.Following(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestClientGoneReleases checks that an idle stream whose client goes away
+// ends at once, not at the next heartbeat or event.
+func TestClientGoneReleases(t *testing.T) {
+	s := newServer(t, httpapi.Options{Heartbeat: time.Hour}, stream.Options{})
+	c := s.dial(t, "/v1/streams/s/events", "")
+	if _, err := c.next(); err != nil {
+		t.Fatal(err)
+	}
+	waitFollowing(t, s, 1)
+	c.Close()
+	waitFollowing(t, s, 0)
+}
+
+// TestHubCloseEndsStreams checks the shutdown path: closing the hub ends
+// every open stream cleanly, and new subscribers are told to come back.
+func TestHubCloseEndsStreams(t *testing.T) {
+	s := newServer(t, httpapi.Options{Heartbeat: time.Hour}, stream.Options{})
+	c := s.dial(t, "/v1/streams/s/events", "")
+	if _, err := c.next(); err != nil {
+		t.Fatal(err)
+	}
+	s.hub.Close()
+	if b, err := c.next(); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("after Hub.Close: %+v, %v; want the end of the stream", b, err)
+	}
+	status, ct, body, err := s.do(http.MethodGet, "/v1/streams/s/events", "", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status != http.StatusServiceUnavailable {
+		t.Fatalf("subscribe after Hub.Close: status %d, want 503: %s", status, body)
+	}
+	assertJSONError(t, ct, body)
+}

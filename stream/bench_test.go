@@ -1,0 +1,64 @@
+package stream_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/sselog/sselog/store"
+	"github.com/sselog/sselog/stream"
+)
+
+func BenchmarkAppendFrame(b *testing.B) {
+	data := []byte(`{"user":"u-1029","action":"update","item":{"id":4711,"price":12.5,"tags":["a","b"]},"ok":true}`)
+	buf := make([]byte, 0, 256)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		buf = stream.AppendFrame(buf[:0], frameID, "update", data)
+	}
+}
+
+// BenchmarkReplay measures a subscriber catching up from the log: the cost
+// a reconnecting client with an old Last-Event-ID puts on the server.
+func BenchmarkReplay(b *testing.B) {
+	const total = 100_000
+	l, h := newHub(b, stream.Options{})
+	batch := make([]store.Event, 1000)
+	var last store.ID
+	for i := 0; i < total; i += len(batch) {
+		for j := range batch {
+			batch[j] = store.Event{Type: "update", Data: fmt.Appendf(nil, `{"n":%d,"payload":"0123456789abcdef0123456789abcdef"}`, i+j)}
+		}
+		ids, err := l.Append(context.Background(), "s", batch)
+		if err != nil {
+			b.Fatal(err)
+		}
+		last = ids[len(ids)-1]
+	}
+	b.ReportAllocs()
+	runs := 0
+	for b.Loop() {
+		sub, err := h.Subscribe("s", store.ID{}, true)
+		if err != nil {
+			b.Fatal(err)
+		}
+		bytes := 0
+		for sub.Cursor() != last {
+			frames, _, err := sub.Next()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(frames) == 0 {
+				b.Fatalf("idle at %s before the last event", sub.Cursor())
+			}
+			for _, f := range frames {
+				bytes += len(f)
+			}
+		}
+		sub.Close()
+		b.SetBytes(int64(bytes))
+		runs++
+	}
+	b.ReportMetric(float64(runs*total)/b.Elapsed().Seconds(), "events/s")
+}
