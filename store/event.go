@@ -109,7 +109,7 @@ func (e *Event) appendValue(b []byte) []byte {
 // errCorrupt reports a stored value that does not decode.
 var errCorrupt = errors.New("corrupt stored event")
 
-// decodeValue decodes a stored value into e. e.Data aliases v, which
+// decodeValue decodes a stored value into e, reusing e.Type when equal. e.Data aliases v, which
 // belongs to bbolt's memory map and is invalid once the transaction ends.
 func decodeValue(key, v []byte, e *Event) error {
 	if len(key) != len(ID{}) || len(v) < 2 || v[0] != valueVersion {
@@ -121,7 +121,11 @@ func decodeValue(key, v []byte, e *Event) error {
 	}
 	copy(e.ID[:], key)
 	rest := v[1+k:]
-	e.Type = string(rest[:n])
+	// A stream's events mostly share a few types: reusing the previous
+	// event's string saves an allocation per event on replay.
+	if typ := rest[:n]; string(typ) != e.Type {
+		e.Type = string(typ)
+	}
 	e.Data = rest[n:len(rest):len(rest)]
 	return nil
 }

@@ -78,7 +78,8 @@ type generator struct {
 // last id's entropy instead of drawing new entropy: that is what keeps ids
 // increasing when the wall clock steps backwards.
 func (g *generator) next() ID {
-	ms := uint64(g.now().UnixMilli())
+	now := g.now().UnixMilli()
+	ms := uint64(max(now, 0)) // a clock before 1970 counts as 1970, not as the far future
 	if ms > maxMs {
 		ms = maxMs
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -116,6 +117,10 @@ func Open(path string, opts Options) (*Log, error) {
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: %w", path, ErrLocked)
 	}
+	var pathErr *fs.PathError
+	if errors.As(err, &pathErr) {
+		return nil, fmt.Errorf("open database: %w", err) // already names the file
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -195,11 +200,20 @@ func (l *Log) Append(ctx context.Context, stream string, events []Event) ([]ID, 
 		return nil, ErrEmptyBatch
 	}
 	r := &appendReq{stream: stream, events: make([]Event, len(events)), err: make(chan error, 1)}
+	n := 0
 	for i := range events {
 		if err := events[i].validate(); err != nil {
 			return nil, fmt.Errorf("event %d: %w", i, err)
 		}
-		r.events[i] = Event{Stream: stream, Type: events[i].Type, Data: events[i].Data}
+		n += len(events[i].Data)
+	}
+	// If ctx ends first, Append returns while the events are still queued,
+	// and the caller owns its buffers again: queue a copy of the data.
+	data := make([]byte, 0, n)
+	for i := range events {
+		start := len(data)
+		data = append(data, events[i].Data...)
+		r.events[i] = Event{Stream: stream, Type: events[i].Type, Data: data[start:len(data):len(data)]}
 		r.size += events[i].encodedLen() + len(ID{})
 	}
 	if err := l.enqueue(ctx, r); err != nil {
