@@ -272,11 +272,18 @@ var errPageFull = errors.New("page full")
 // PageBytes, whichever comes first.
 func (s *Subscription) replay(floor store.ID) (int, error) {
 	page := s.hub.opts.PageSize
+	if cap(s.buf) > 4*s.hub.opts.PageBytes {
+		// One huge page should not pin its buffer for the connection's life.
+		s.buf = nil
+	}
 	s.buf = s.buf[:0]
 	n := 0
-	err := s.hub.log.ScanAfter(s.f.name, s.cursor, page, func(e *store.Event) error {
+	// The cursor moves only once the whole page is in hand: a scan that
+	// fails halfway must not skip what it read.
+	cursor := s.cursor
+	err := s.hub.log.ScanAfter(s.f.name, cursor, page, func(e *store.Event) error {
 		s.buf = AppendFrame(s.buf, e.ID, e.Type, e.Data)
-		s.cursor = e.ID
+		cursor = e.ID
 		n++
 		if len(s.buf) >= s.hub.opts.PageBytes {
 			return errPageFull
@@ -290,10 +297,7 @@ func (s *Subscription) replay(floor store.ID) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("replay %s: %w", s.f.name, err)
 	}
-	if cap(s.buf) > 4*s.hub.opts.PageBytes {
-		// One huge page should not pin its buffer for the connection's life.
-		defer func() { s.buf = nil }()
-	}
+	s.cursor = cursor
 	if !full && floor.Compare(s.known) > 0 {
 		s.known = floor
 	}

@@ -1,6 +1,7 @@
 package stream_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -446,5 +447,46 @@ func TestCaughtUpIdle(t *testing.T) {
 		}
 	case <-time.After(waitFor):
 		t.Fatal("Next did not return on a caught-up subscription")
+	}
+}
+
+// Pages that outgrow the page buffer, whether from many events or one huge
+// one, must still reach the subscriber whole: the cursor moves past them.
+func TestReplayLargePages(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts stream.Options
+		size int
+	}{
+		{"small page budget", stream.Options{PageBytes: 100}, 1000},
+		{"default budget, 5 MiB event", stream.Options{}, 5 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, h := newHub(t, tc.opts)
+			before := publish(t, l, "s", 2)
+			big := append(append([]byte(`"`), bytes.Repeat([]byte("x"), tc.size)...), '"')
+			ids, err := l.Append(context.Background(), "s", []store.Event{{Data: big}, {Data: []byte("1")}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sub, err := h.Subscribe("s", store.ID{}, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Close()
+			got, _ := mustPull(t, sub, ids[1])
+			want := append(before, ids...)
+			if len(got) != len(want) {
+				t.Fatalf("got %d events, want %d", len(got), len(want))
+			}
+			for i := range want {
+				if got[i].ID != want[i].String() {
+					t.Fatalf("event %d: id %s, want %s", i, got[i].ID, want[i])
+				}
+			}
+			if len(got[2].Data) != len(big) {
+				t.Fatalf("big event: %d bytes of data, want %d", len(got[2].Data), len(big))
+			}
+		})
 	}
 }
