@@ -18,6 +18,7 @@ const (
 	DefaultRetry        = 3 * time.Second
 	DefaultHeartbeat    = 15 * time.Second
 	DefaultWriteTimeout = 30 * time.Second
+	DefaultReadTimeout  = 30 * time.Second
 	DefaultMaxBody      = 1 << 20
 	DefaultHistoryLimit = 100
 	MaxHistoryLimit     = 1000
@@ -36,6 +37,9 @@ type Options struct {
 	// WriteTimeout is how long a write to a subscriber may make no progress
 	// before the subscriber is disconnected. Zero means DefaultWriteTimeout.
 	WriteTimeout time.Duration
+	// ReadTimeout bounds how long a publish body may take to arrive. Zero
+	// means DefaultReadTimeout.
+	ReadTimeout time.Duration
 	// MaxBody is the largest publish body accepted, in bytes. Zero means
 	// DefaultMaxBody.
 	MaxBody int64
@@ -64,6 +68,9 @@ func NewHandler(log *store.Log, hub *stream.Hub, opts Options) *Handler {
 	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = DefaultWriteTimeout
+	}
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = DefaultReadTimeout
 	}
 	if opts.MaxBody <= 0 {
 		opts.MaxBody = DefaultMaxBody

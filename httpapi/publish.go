@@ -7,7 +7,9 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/gorilla/mux"
@@ -33,9 +35,16 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, errorf(http.StatusUnsupportedMediaType, "Content-Type must be application/json"))
 		return
 	}
+	// The server sets no ReadTimeout (it would end SSE streams), so the
+	// body gets its own deadline: a stalled publisher cannot hold a handler.
+	err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.opts.ReadTimeout))
+	if err != nil && !errors.Is(err, http.ErrNotSupported) {
+		h.writeError(w, r, err)
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBody))
 	if err != nil {
-		h.writeError(w, r, err)
+		h.writeError(w, r, bodyError(err))
 		return
 	}
 	events, batch, err := decodeEvents(body)
@@ -53,6 +62,20 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, map[string]store.ID{"id": ids[0]})
+}
+
+// bodyError classifies a failure to read a publish body: it was the
+// client's doing, whether too large, too slow or malformed on the wire.
+func bodyError(err error) error {
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return err
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return errorf(http.StatusRequestTimeout, "request body not received in time")
+	default:
+		return errorf(http.StatusBadRequest, "reading request body: %v", err)
+	}
 }
 
 // decodeEvents parses a publish body: one event object, or a non-empty

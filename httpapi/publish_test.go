@@ -1,12 +1,15 @@
 package httpapi_test
 
 import (
+	"bufio"
 	"encoding/json"
+	"net"
 	"net/http"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sselog/sselog/httpapi"
 	"github.com/sselog/sselog/store"
@@ -278,6 +281,45 @@ func TestPublish(t *testing.T) {
 			}
 			if last := s.log.LastID(); last != got[len(got)-1] {
 				t.Errorf("LastID %s, want the last answered id %s", last, got[len(got)-1])
+			}
+		})
+	}
+}
+
+// A body that is malformed on the wire or never arrives is the client's
+// fault: a 4xx, never a 500, and a stalled body does not hold the handler.
+func TestPublishBrokenBody(t *testing.T) {
+	s := newServer(t, httpapi.Options{ReadTimeout: 200 * time.Millisecond}, stream.Options{})
+	for _, tc := range []struct {
+		name string
+		raw  string
+		want int
+	}{
+		{"bad chunk size", "POST /v1/streams/s/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n", http.StatusBadRequest},
+		{"stalled body", "POST /v1/streams/s/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", http.StatusRequestTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", s.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if err := c.SetDeadline(time.Now().Add(waitFor)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Write([]byte(tc.raw)); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.want)
+			}
+			if last := s.log.LastID(); !last.IsZero() {
+				t.Fatalf("something was appended: last id %s", last)
 			}
 		})
 	}

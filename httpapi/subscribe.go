@@ -37,6 +37,15 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		after = id
 	}
 	sub, err := h.hub.Subscribe(name, after, resume != "")
+	if errors.Is(err, stream.ErrClosed) {
+		// Shutting down. Any answer but 200 makes EventSource give up for
+		// good; an empty stream with the retry hint makes it come back.
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(h.retry)
+		return
+	}
 	if err != nil {
 		h.writeError(w, r, err)
 		return
@@ -91,7 +100,8 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 	for {
 		frames, wake, err := sub.Next()
 		if err != nil {
-			if !errors.Is(err, stream.ErrClosed) {
+			// Closed means shutting down; the client resumes elsewhere or later.
+			if !errors.Is(err, stream.ErrClosed) && !errors.Is(err, store.ErrClosed) {
 				h.logger.Error("subscription failed", "stream", name, "cursor", sub.Cursor(), "err", err)
 			}
 			return

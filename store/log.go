@@ -8,6 +8,8 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,6 +111,8 @@ func Open(path string, opts Options) (*Log, error) {
 	if opts.QueueLen <= 0 {
 		opts.QueueLen = DefaultQueueLen
 	}
+	_, statErr := os.Stat(path)
+	created := errors.Is(statErr, fs.ErrNotExist)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:         opts.OpenTimeout,
 		InitialMmapSize: opts.InitialMmapSize,
@@ -123,6 +127,15 @@ func Open(path string, opts Options) (*Log, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if created {
+		// bbolt fsyncs the file, never its directory: without this, a power
+		// cut soon after start could lose the new file, acknowledged events
+		// and all.
+		if err := syncDir(filepath.Dir(path)); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open %s: %w", path, err)
+		}
 	}
 	l := &Log{
 		db:     db,
@@ -406,6 +419,18 @@ func (l *Log) Ping() error {
 	defer l.closeMu.RUnlock()
 	if l.closed {
 		return ErrClosed
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
 	}
 	return nil
 }

@@ -23,6 +23,7 @@ func TestParseWithEnv(t *testing.T) {
 		retry:        httpapi.DefaultRetry,
 		heartbeat:    httpapi.DefaultHeartbeat,
 		writeTimeout: httpapi.DefaultWriteTimeout,
+		readTimeout:  httpapi.DefaultReadTimeout,
 		maxBody:      httpapi.DefaultMaxBody,
 		logLevel:     slog.LevelInfo,
 		logFormat:    "text",
@@ -33,6 +34,7 @@ func TestParseWithEnv(t *testing.T) {
 		"SSELOG_RETRY":         "5s",
 		"SSELOG_HEARTBEAT":     "7s",
 		"SSELOG_WRITE_TIMEOUT": "9s",
+		"SSELOG_READ_TIMEOUT":  "11s",
 		"SSELOG_MAX_BODY":      "2MiB",
 		"SSELOG_LOG_LEVEL":     "debug",
 		"SSELOG_LOG_FORMAT":    "json",
@@ -40,7 +42,7 @@ func TestParseWithEnv(t *testing.T) {
 	fromEnv := serveConfig{
 		addr: "0.0.0.0:9000", db: "/var/lib/sselog/e.db",
 		retry: 5 * time.Second, heartbeat: 7 * time.Second, writeTimeout: 9 * time.Second,
-		maxBody: 2 << 20, logLevel: slog.LevelDebug, logFormat: "json",
+		readTimeout: 11 * time.Second, maxBody: 2 << 20, logLevel: slog.LevelDebug, logFormat: "json",
 	}
 	tests := []struct {
 		name    string
@@ -56,11 +58,11 @@ func TestParseWithEnv(t *testing.T) {
 			env:  allEnv,
 			args: []string{
 				"--addr", "127.0.0.1:1", "--db", "f.db", "--retry", "1s", "--heartbeat", "2s",
-				"--write-timeout", "3s", "--max-body", "512KiB", "--log-level", "warn", "--log-format", "text",
+				"--write-timeout", "3s", "--read-timeout", "4s", "--max-body", "512KiB", "--log-level", "warn", "--log-format", "text",
 			},
 			want: serveConfig{
 				addr: "127.0.0.1:1", db: "f.db", retry: time.Second, heartbeat: 2 * time.Second,
-				writeTimeout: 3 * time.Second, maxBody: 512 << 10, logLevel: slog.LevelWarn, logFormat: "text",
+				writeTimeout: 3 * time.Second, readTimeout: 4 * time.Second, maxBody: 512 << 10, logLevel: slog.LevelWarn, logFormat: "text",
 			},
 		},
 		{

@@ -28,6 +28,7 @@ type serveConfig struct {
 	retry        time.Duration
 	heartbeat    time.Duration
 	writeTimeout time.Duration
+	readTimeout  time.Duration
 	maxBody      byteSize
 	logLevel     slog.Level
 	logFormat    string
@@ -42,6 +43,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.DurationVar(&c.retry, "retry", httpapi.DefaultRetry, "reconnection delay hinted to SSE clients")
 	fs.DurationVar(&c.heartbeat, "heartbeat", httpapi.DefaultHeartbeat, "idle time before an SSE comment line is sent")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", httpapi.DefaultWriteTimeout, "a subscriber whose writes make no progress this long is disconnected")
+	fs.DurationVar(&c.readTimeout, "read-timeout", httpapi.DefaultReadTimeout, "a publish body must arrive within this time")
 	fs.Var(&c.maxBody, "max-body", "largest publish body (bytes, or with KiB/MiB/KB/MB)")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
@@ -66,7 +68,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for name, d := range map[string]time.Duration{"retry": c.retry, "heartbeat": c.heartbeat, "write-timeout": c.writeTimeout} {
+	for name, d := range map[string]time.Duration{"retry": c.retry, "heartbeat": c.heartbeat, "write-timeout": c.writeTimeout, "read-timeout": c.readTimeout} {
 		if d <= 0 {
 			return fmt.Errorf("--%s must be positive", name)
 		}
@@ -87,6 +89,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Retry:        c.retry,
 		Heartbeat:    c.heartbeat,
 		WriteTimeout: c.writeTimeout,
+		ReadTimeout:  c.readTimeout,
 		MaxBody:      int64(c.maxBody),
 	})
 
