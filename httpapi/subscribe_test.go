@@ -149,13 +149,7 @@ func TestSlowReaderDisconnected(t *testing.T) {
 	if _, err := io.WriteString(conn, "GET /v1/streams/big/events HTTP/1.1\r\nHost: sselog\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(waitFor)
-	for s.hub.Following() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the subscription never started")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitFollowing(t, s, 1)
 
 	data := []byte(`"` + strings.Repeat("x", 256<<10) + `"`)
 	published := 0
