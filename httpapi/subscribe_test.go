@@ -151,6 +151,7 @@ func TestSlowReaderDisconnected(t *testing.T) {
 	}
 	waitFollowing(t, s, 1)
 
+	deadline := time.Now().Add(waitFor)
 	data := []byte(`"` + strings.Repeat("x", 256<<10) + `"`)
 	published := 0
 	for s.hub.Following() != 0 {
