@@ -117,15 +117,7 @@ func TestGroupCommit(t *testing.T) {
 	const appenders = 64
 	l := mustOpen(t, filepath.Join(t.TempDir(), "log.db"), store.Options{})
 
-	var (
-		mu      sync.Mutex
-		commits [][]store.Event
-	)
-	l.OnCommit(func(evs []store.Event) {
-		mu.Lock()
-		commits = append(commits, slices.Clone(evs))
-		mu.Unlock()
-	})
+	recorded := recordCommits(l)
 	release := holdWriter(t, l)
 
 	var wg sync.WaitGroup
@@ -148,8 +140,7 @@ func TestGroupCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	mu.Lock()
-	defer mu.Unlock()
+	commits := recorded()
 	if len(commits) != 2 {
 		t.Fatalf("%d commits, want 2: the held one and one for all %d queued appends", len(commits), appenders)
 	}
@@ -285,15 +276,7 @@ func TestMaxGroupBytes(t *testing.T) {
 	one := len(data) + 18
 	l := mustOpen(t, filepath.Join(t.TempDir(), "log.db"), store.Options{MaxGroupBytes: 4*one + one/2})
 
-	var (
-		mu      sync.Mutex
-		commits [][]store.Event
-	)
-	l.OnCommit(func(evs []store.Event) {
-		mu.Lock()
-		commits = append(commits, slices.Clone(evs))
-		mu.Unlock()
-	})
+	recorded := recordCommits(l)
 	release := holdWriter(t, l)
 
 	var wg sync.WaitGroup
@@ -331,8 +314,7 @@ func TestMaxGroupBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	mu.Lock()
-	defer mu.Unlock()
+	commits := recorded()
 	var got []string
 	for i, c := range commits[1:] {
 		hasBig := false
@@ -398,4 +380,23 @@ func TestOnCommitRunsBeforeAppendReturns(t *testing.T) {
 		}
 		mustClose(t, l)
 	})
+}
+
+// recordCommits registers a hook that keeps a copy of every commit, and
+// returns a function that gives the commits seen so far.
+func recordCommits(l *store.Log) func() [][]store.Event {
+	var (
+		mu      sync.Mutex
+		commits [][]store.Event
+	)
+	l.OnCommit(func(evs []store.Event) {
+		mu.Lock()
+		commits = append(commits, slices.Clone(evs))
+		mu.Unlock()
+	})
+	return func() [][]store.Event {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(commits)
+	}
 }
