@@ -36,8 +36,11 @@ func errorStatus(err error) int {
 	case errors.Is(err, store.ErrInvalidStream),
 		errors.Is(err, store.ErrInvalidEvent),
 		errors.Is(err, store.ErrEmptyBatch),
-		errors.Is(err, store.ErrInvalidID):
+		errors.Is(err, store.ErrInvalidID),
+		errors.Is(err, store.ErrInvalidPolicy):
 		return http.StatusBadRequest
+	case errors.Is(err, store.ErrStreamNotFound):
+		return http.StatusNotFound
 	case errors.Is(err, store.ErrClosed), errors.Is(err, stream.ErrClosed):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/sselog/sselog/retention"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
@@ -43,6 +44,9 @@ type Options struct {
 	// MaxBody is the largest publish body accepted, in bytes. Zero means
 	// DefaultMaxBody.
 	MaxBody int64
+	// Retention is the server's default retention, shown with each
+	// stream's override.
+	Retention retention.Limits
 }
 
 // Handler serves the sselog API.
@@ -88,6 +92,12 @@ func NewHandler(log *store.Log, hub *stream.Hub, opts Options) *Handler {
 	r.HandleFunc("/v1/streams/{stream}/events", h.publish).Methods(http.MethodPost)
 	r.HandleFunc("/v1/streams/{stream}/events", h.subscribe).Methods(http.MethodGet)
 	r.HandleFunc("/v1/streams/{stream}/history", h.history).Methods(http.MethodGet)
+	r.HandleFunc("/v1/streams/{stream}", h.getStream).Methods(http.MethodGet)
+	r.HandleFunc("/v1/streams/{stream}", h.deleteStream).Methods(http.MethodDelete)
+	r.HandleFunc("/v1/streams/{stream}/retention", h.getRetention).Methods(http.MethodGet)
+	r.HandleFunc("/v1/streams/{stream}/retention", h.putRetention).Methods(http.MethodPut)
+	r.HandleFunc("/v1/streams/{stream}/retention", h.deleteRetention).Methods(http.MethodDelete)
+	r.HandleFunc("/v1/backup", h.backup).Methods(http.MethodGet)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, errorf(http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})

@@ -45,7 +45,7 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = min(n, MaxHistoryLimit)
 	}
-	events, err := h.log.ReadAfter(name, after, limit)
+	events, bounds, err := h.log.ReadPage(name, after, limit)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
@@ -63,5 +63,7 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 			Time: e.ID.Time().UTC().Format(time.RFC3339Nano),
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"events": out})
+	// gap: events after `after` were removed by retention or deletion, so
+	// this page does not continue exactly from it.
+	writeJSON(w, http.StatusOK, map[string]any{"events": out, "gap": bounds.Gap(after)})
 }

@@ -20,6 +20,7 @@ type historyPage struct {
 		Data json.RawMessage `json:"data"`
 		Time string          `json:"time"`
 	} `json:"events"`
+	Gap bool `json:"gap"`
 }
 
 // TestHistoryPaging walks a stream page by page, as a backfilling client
@@ -125,11 +126,12 @@ func TestListStreams(t *testing.T) {
 	s := newServer(t, httpapi.Options{}, stream.Options{})
 	var list struct {
 		Streams []struct {
-			Name    string `json:"name"`
-			Count   uint64 `json:"count"`
-			Bytes   uint64 `json:"bytes"`
-			FirstID jsonID `json:"first_id"`
-			LastID  jsonID `json:"last_id"`
+			Name     string `json:"name"`
+			Count    uint64 `json:"count"`
+			Bytes    uint64 `json:"bytes"`
+			FirstID  jsonID `json:"first_id"`
+			LastID   jsonID `json:"last_id"`
+			LowWater jsonID `json:"low_water"`
 		} `json:"streams"`
 	}
 	s.getJSON(t, "/v1/streams", &list)

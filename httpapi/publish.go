@@ -29,22 +29,9 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	// Requiring JSON also keeps cross-site HTML forms out: a browser sends
-	// application/json to another origin only after a CORS preflight.
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		h.writeError(w, r, errorf(http.StatusUnsupportedMediaType, "Content-Type must be application/json"))
-		return
-	}
-	// The server sets no ReadTimeout (it would end SSE streams), so the
-	// body gets its own deadline: a stalled publisher cannot hold a handler.
-	err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.opts.ReadTimeout))
-	if err != nil && !errors.Is(err, http.ErrNotSupported) {
-		h.writeError(w, r, err)
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBody))
+	body, err := h.readJSONBody(w, r)
 	if err != nil {
-		h.writeError(w, r, bodyError(err))
+		h.writeError(w, r, err)
 		return
 	}
 	events, batch, err := decodeEvents(body)
@@ -62,6 +49,27 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, map[string]store.ID{"id": ids[0]})
+}
+
+// readJSONBody reads a request's JSON body within the read timeout and the
+// body size limit.
+func (h *Handler) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	// Requiring JSON also keeps cross-site HTML forms out: a browser sends
+	// application/json to another origin only after a CORS preflight.
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return nil, errorf(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+	}
+	// The server sets no ReadTimeout (it would end SSE streams), so the
+	// body gets its own deadline: a stalled client cannot hold a handler.
+	err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.opts.ReadTimeout))
+	if err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return nil, err
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBody))
+	if err != nil {
+		return nil, bodyError(err)
+	}
+	return body, nil
 }
 
 // bodyError classifies a failure to read a publish body: it was the

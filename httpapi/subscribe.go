@@ -100,8 +100,9 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 	for {
 		frames, wake, err := sub.Next()
 		if err != nil {
-			// Closed means shutting down; the client resumes elsewhere or later.
-			if !errors.Is(err, stream.ErrClosed) && !errors.Is(err, store.ErrClosed) {
+			// Closed means shutting down; the client resumes elsewhere or
+			// later. Deleted means the reset that says so has been sent.
+			if !errors.Is(err, stream.ErrClosed) && !errors.Is(err, store.ErrClosed) && !errors.Is(err, stream.ErrDeleted) {
 				h.logger.Error("subscription failed", "stream", name, "cursor", sub.Cursor(), "err", err)
 			}
 			return

@@ -21,6 +21,11 @@ type Event struct {
 	Data []byte
 }
 
+// ResetType is the SSE event type sselog sends when a subscriber cannot
+// resume exactly where it asked to (see the stream package). No stored
+// event has it, so a client can trust every "reset" it receives.
+const ResetType = "reset"
+
 // Limits on what the log accepts.
 const (
 	MaxStreamLen = 128
@@ -61,8 +66,11 @@ func ValidateStream(name string) error {
 
 // ValidateType checks an event type: at most MaxTypeLen bytes of valid
 // UTF-8 without control characters, so it can never break out of the
-// "event:" line of an SSE frame.
+// "event:" line of an SSE frame, and not the reserved ResetType.
 func ValidateType(typ string) error {
+	if typ == ResetType {
+		return fmt.Errorf("%w: type %q is reserved for sselog's own notices", ErrInvalidEvent, ResetType)
+	}
 	if len(typ) > MaxTypeLen {
 		return fmt.Errorf("%w: type longer than %d bytes", ErrInvalidEvent, MaxTypeLen)
 	}

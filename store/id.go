@@ -52,6 +52,21 @@ func (id ID) MarshalText() ([]byte, error) { return id.AppendText(nil), nil }
 // Time is the id's millisecond timestamp.
 func (id ID) Time() time.Time { return ulid.Time(ulid.ULID(id).Time()) }
 
+// MinIDAt is the smallest id of the millisecond of t: every id issued at t
+// or later sorts at or after it, every id issued before sorts before it.
+func MinIDAt(t time.Time) ID {
+	ms := t.UnixMilli()
+	if ms < 0 {
+		return ID{}
+	}
+	var u ulid.ULID
+	if u.SetTime(uint64(ms)) != nil {
+		// Beyond the year 10889: above every id.
+		return ID{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	}
+	return ID(u)
+}
+
 // IsZero reports whether id is the zero ID.
 func (id ID) IsZero() bool { return id == ID{} }
 

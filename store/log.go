@@ -69,8 +69,9 @@ type Log struct {
 	queue   chan *appendReq
 	done    chan struct{} // closed when the writer has exited
 
-	hooks atomic.Pointer[[]func([]Event)]
-	last  atomic.Pointer[ID] // newest committed id
+	hooks    atomic.Pointer[[]func([]Event)]
+	delHooks atomic.Pointer[[]func(stream string, lowWater ID)]
+	last     atomic.Pointer[ID] // newest committed id
 }
 
 type appendReq struct {
@@ -78,12 +79,17 @@ type appendReq struct {
 	events []Event
 	size   int
 	err    chan error // buffered; the writer's one answer
+	// del makes the request a deletion of stream, committed alone and
+	// answered with the stream's final low-water mark in lowWater.
+	del      bool
+	lowWater ID
 }
 
 var (
 	bucketEvents  = []byte("events")
 	bucketStreams = []byte("streams")
 	bucketMeta    = []byte("meta")
+	bucketPolicy  = []byte("retention")
 	keyLastID     = []byte("last_id")
 	keyVersion    = []byte("version")
 )
@@ -147,7 +153,7 @@ func Open(path string, opts Options) (*Log, error) {
 	}
 	var last ID
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketEvents, bucketStreams, bucketMeta} {
+		for _, name := range [][]byte{bucketEvents, bucketStreams, bucketMeta, bucketPolicy} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -174,6 +180,7 @@ func Open(path string, opts Options) (*Log, error) {
 	}
 	l.last.Store(&last)
 	l.hooks.Store(&[]func([]Event){})
+	l.delHooks.Store(&[]func(string, ID){})
 	gen := &generator{last: last, now: opts.Now}
 	go l.writer(gen)
 	return l, nil
@@ -284,6 +291,10 @@ func (l *Log) writer(gen *generator) {
 			}
 			group, size = append(group, r), r.size
 		}
+		if group[0].del {
+			l.commitDelete(group[0])
+			continue
+		}
 	drain:
 		for size < l.maxGrp {
 			select {
@@ -291,7 +302,7 @@ func (l *Log) writer(gen *generator) {
 				if !ok {
 					break drain
 				}
-				if size+r.size > l.maxGrp {
+				if r.del || size+r.size > l.maxGrp {
 					pending = r
 					break drain
 				}
@@ -371,27 +382,48 @@ func putEvents(tx *bolt.Tx, r *appendReq, arena *[]byte) error {
 	c := decodeCounters(st.Get([]byte(r.stream)))
 	c.Count += uint64(len(r.events))
 	c.Bytes += bytes
+	c.Deleted = false
 	return st.Put([]byte(r.stream), c.encode())
 }
 
-// counters are a stream's running totals, kept so that listing streams
-// never walks their events.
+// counters are a stream's entry in the streams bucket: running totals, so
+// that listing streams never walks their events, and what retention and
+// deletion removed, so that a client resuming from before it is told.
 type counters struct {
 	Count uint64
 	Bytes uint64
+	// LowWater is the newest id ever removed from the stream by a trim or
+	// a deletion; every event at or below it is gone.
+	LowWater ID
+	// Deleted marks a stream removed by DeleteStream and not published to
+	// since: its entry stays as a tombstone that keeps LowWater.
+	Deleted bool
 }
+
+// countersLen is the stored size of counters. Entries written before the
+// low-water mark existed are 16 bytes and decode with a zero one.
+const countersLen = 8 + 8 + 16 + 1
 
 func decodeCounters(v []byte) counters {
 	if len(v) < 16 {
 		return counters{}
 	}
-	return counters{Count: binary.BigEndian.Uint64(v), Bytes: binary.BigEndian.Uint64(v[8:])}
+	c := counters{Count: binary.BigEndian.Uint64(v), Bytes: binary.BigEndian.Uint64(v[8:])}
+	if len(v) >= countersLen {
+		copy(c.LowWater[:], v[16:32])
+		c.Deleted = v[32]&1 != 0
+	}
+	return c
 }
 
 func (c counters) encode() []byte {
-	v := make([]byte, 16)
+	v := make([]byte, countersLen)
 	binary.BigEndian.PutUint64(v, c.Count)
 	binary.BigEndian.PutUint64(v[8:], c.Bytes)
+	copy(v[16:32], c.LowWater[:])
+	if c.Deleted {
+		v[32] = 1
+	}
 	return v
 }
 

@@ -10,9 +10,10 @@ import (
 
 // Log is the part of *store.Log the hub uses.
 type Log interface {
-	ScanAfter(stream string, after store.ID, limit int, fn func(*store.Event) error) error
+	Scan(stream string, after store.ID, limit int, fn func(*store.Event) error) (store.Bounds, error)
 	LastID() store.ID
 	OnCommit(fn func([]store.Event))
+	OnDelete(fn func(stream string, lowWater store.ID))
 }
 
 // Defaults for zero Options fields.
@@ -23,9 +24,14 @@ const (
 	DefaultPageBytes = 1 << 20
 )
 
-// ErrClosed is returned by Subscribe after Close and by Next on a
-// subscription that was closed.
-var ErrClosed = errors.New("hub is closed")
+var (
+	// ErrClosed is returned by Subscribe after Close and by Next on a
+	// subscription that was closed.
+	ErrClosed = errors.New("hub is closed")
+	// ErrDeleted is returned by Next once the stream was deleted and the
+	// subscriber has been handed the reset that says so.
+	ErrDeleted = errors.New("stream deleted")
+)
 
 // Options configures NewHub. The zero value is ready to use.
 type Options struct {
@@ -78,6 +84,7 @@ func NewHub(log Log, opts Options) *Hub {
 	// Register before reading LastID: a commit between the two is then
 	// delivered, and delivered only moves forward.
 	log.OnCommit(h.committed)
+	log.OnDelete(h.deleted)
 	h.mu.Lock()
 	if last := log.LastID(); last.Compare(h.delivered) > 0 {
 		h.delivered = last
@@ -117,6 +124,24 @@ func (h *Hub) committed(events []store.Event) {
 	h.delivered = events[len(events)-1].ID
 }
 
+// deleted is the log's deletion hook. The stream's subscribers are handed a
+// reset and ended; the stream is no longer followed, so that a subscriber
+// arriving later starts from a tail that holds nothing of the deleted
+// events.
+func (h *Hub) deleted(name string, lowWater store.ID) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	f := h.streams[name]
+	if f == nil {
+		return
+	}
+	delete(h.streams, name)
+	f.mu.Lock()
+	f.deleted, f.lowWater = true, lowWater
+	f.mu.Unlock()
+	f.wake()
+}
+
 func frameLen(e *store.Event) int {
 	return len("id: \nevent: \ndata: \n\n") + 26 + len(e.Type) + len(e.Data) + 16
 }
@@ -143,6 +168,10 @@ type followed struct {
 	tail   tail
 	notify chan struct{} // closed and replaced on every commit to the stream
 	closed bool
+	// deleted is set, with the stream's final low-water mark, when the
+	// stream is deleted.
+	deleted  bool
+	lowWater store.ID
 }
 
 // wake closes the stream's notify channel, waking every subscriber waiting
@@ -180,6 +209,12 @@ func (h *Hub) Subscribe(name string, after store.ID, from bool) (*Subscription, 
 		// gets larger ids and reaches the tail.
 		s.cursor = h.delivered
 		s.known = h.delivered
+	} else if last := h.log.LastID(); after.Compare(last) > 0 {
+		// This database never issued the id: it is from another server, or
+		// the database was replaced by an older copy. Nothing can be
+		// replayed exactly; go live from the newest id there is.
+		s.pending = resetFrame(nil, last, resetUnknown, nil)
+		s.cursor = last
 	}
 	return s, nil
 }
@@ -195,7 +230,8 @@ func (h *Hub) release(f *followed) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	f.refs--
-	if f.refs == 0 {
+	// A deleted stream's entry may already belong to a newer follower.
+	if f.refs == 0 && h.streams[f.name] == f {
 		delete(h.streams, f.name)
 	}
 }
@@ -213,6 +249,11 @@ type Subscription struct {
 	buf    []byte
 	frames [][]byte
 	closed bool
+	// pending is a reset frame to hand out before anything else; after it
+	// is handed out, ended makes Next return ErrDeleted.
+	pending []byte
+	ending  bool
+	ended   bool
 }
 
 // Cursor is the id of the last event Next handed out (or the starting
@@ -228,13 +269,30 @@ func (s *Subscription) Next() ([][]byte, <-chan struct{}, error) {
 	if s.closed {
 		return nil, nil, ErrClosed
 	}
+	if s.ended {
+		return nil, nil, ErrDeleted
+	}
 	s.frames = s.frames[:0]
+	if s.pending != nil {
+		s.frames = append(s.frames, s.pending)
+		s.pending = nil
+		s.ended = s.ending
+		return s.frames, nil, nil
+	}
 	for {
 		f := s.f
 		f.mu.RLock()
 		if f.closed {
 			f.mu.RUnlock()
 			return nil, nil, ErrClosed
+		}
+		if f.deleted {
+			// Whatever was still pending of the stream is gone with it.
+			id := maxID(s.cursor, f.lowWater)
+			f.mu.RUnlock()
+			s.cursor, s.ended = id, true
+			s.frames = append(s.frames, resetFrame(nil, id, resetDeleted, nil))
+			return s.frames, nil, nil
 		}
 		wake := f.notify
 		floor := f.tail.floor
@@ -259,6 +317,7 @@ func (s *Subscription) Next() ([][]byte, <-chan struct{}, error) {
 		}
 		if n > 0 {
 			s.frames = append(s.frames, s.buf)
+			s.ended = s.ending
 			return s.frames, nil, nil
 		}
 	}
@@ -281,7 +340,11 @@ func (s *Subscription) replay(floor store.ID) (int, error) {
 	// The cursor moves only once the whole page is in hand: a scan that
 	// fails halfway must not skip what it read.
 	cursor := s.cursor
-	err := s.hub.log.ScanAfter(s.f.name, cursor, page, func(e *store.Event) error {
+	var first store.ID
+	bounds, err := s.hub.log.Scan(s.f.name, cursor, page, func(e *store.Event) error {
+		if n == 0 {
+			first = e.ID
+		}
 		s.buf = AppendFrame(s.buf, e.ID, e.Type, e.Data)
 		cursor = e.ID
 		n++
@@ -296,6 +359,25 @@ func (s *Subscription) replay(floor store.ID) (int, error) {
 	}
 	if err != nil {
 		return 0, fmt.Errorf("replay %s: %w", s.f.name, err)
+	}
+	if bounds.Gap(s.cursor) {
+		// Events after the cursor were removed: say so, in order, before
+		// what is left. The reset carries the low-water mark as its id, so
+		// a client that reconnects right after it is not told twice.
+		reason := resetTrimmed
+		if bounds.Deleted {
+			reason, s.ending = resetDeleted, true
+		}
+		var oldest *store.ID
+		if n > 0 {
+			oldest = &first
+		}
+		reset := resetFrame(nil, bounds.LowWater, reason, oldest)
+		s.buf = append(reset, s.buf...)
+		if cursor.Compare(bounds.LowWater) < 0 {
+			cursor = bounds.LowWater
+		}
+		n++
 	}
 	s.cursor = cursor
 	if !full && floor.Compare(s.known) > 0 {

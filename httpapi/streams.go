@@ -1,0 +1,153 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/sselog/sselog/retention"
+	"github.com/sselog/sselog/store"
+)
+
+// streamView is a stream as GET /v1/streams/{stream} shows it.
+type streamView struct {
+	store.StreamInfo
+	Retention retentionView `json:"retention"`
+}
+
+type retentionView struct {
+	// Override is what was set for the stream; fields not set inherit the
+	// server's defaults.
+	Override store.Policy `json:"override"`
+	// Effective is what the retention worker applies.
+	Effective retention.Limits `json:"effective"`
+}
+
+func (h *Handler) retentionOf(name string) (retentionView, error) {
+	p, err := h.log.Policy(name)
+	if err != nil {
+		return retentionView{}, err
+	}
+	return retentionView{Override: p, Effective: h.opts.Retention.Apply(p)}, nil
+}
+
+func (h *Handler) getStream(w http.ResponseWriter, r *http.Request) {
+	name := mux.Vars(r)["stream"]
+	info, err := h.log.Stream(name)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	ret, err := h.retentionOf(name)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, streamView{StreamInfo: info, Retention: ret})
+}
+
+// deleteStream removes a stream with its events and policy. Its subscribers
+// are sent a reset and closed by the hub, which the log tells in order.
+func (h *Handler) deleteStream(w http.ResponseWriter, r *http.Request) {
+	name := mux.Vars(r)["stream"]
+	lowWater, err := h.log.DeleteStream(r.Context(), name)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	h.logger.Info("stream deleted", "stream", name, "low_water", lowWater)
+	writeJSON(w, http.StatusOK, map[string]any{"deleted": name, "low_water": lowWater})
+}
+
+func (h *Handler) getRetention(w http.ResponseWriter, r *http.Request) {
+	ret, err := h.retentionOf(mux.Vars(r)["stream"])
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ret)
+}
+
+// putRetention replaces a stream's override with the policy in the body.
+func (h *Handler) putRetention(w http.ResponseWriter, r *http.Request) {
+	name := mux.Vars(r)["stream"]
+	if err := store.ValidateStream(name); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	body, err := h.readJSONBody(w, r)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	var p store.Policy
+	if err := json.Unmarshal(body, &p); err != nil {
+		if !errors.Is(err, store.ErrInvalidPolicy) {
+			// A body that is not a JSON object at all fails before the
+			// policy's own decoder runs.
+			err = errorf(http.StatusBadRequest, "%v: %v", store.ErrInvalidPolicy, err)
+		}
+		h.writeError(w, r, err)
+		return
+	}
+	if err := h.log.SetPolicy(name, p); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	h.getRetention(w, r)
+}
+
+func (h *Handler) deleteRetention(w http.ResponseWriter, r *http.Request) {
+	if err := h.log.DeletePolicy(mux.Vars(r)["stream"]); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	h.getRetention(w, r)
+}
+
+// backup streams a consistent copy of the database. Publishing goes on
+// meanwhile; the copy holds what was committed when it began.
+func (h *Handler) backup(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	started := false
+	dw := &deadlineWriter{w: w, rc: rc, timeout: h.opts.WriteTimeout}
+	n, err := h.log.Backup(dw, func(size int64) {
+		started = true
+		hdr := w.Header()
+		hdr.Set("Content-Type", "application/octet-stream")
+		hdr.Set("Content-Length", strconv.FormatInt(size, 10))
+		hdr.Set("Content-Disposition", `attachment; filename="sselog-`+time.Now().UTC().Format("20060102T150405Z")+`.db"`)
+		w.WriteHeader(http.StatusOK)
+	})
+	if err != nil {
+		if !started {
+			h.writeError(w, r, err)
+			return
+		}
+		// The status is sent: a short body (Content-Length is set) is how
+		// the client learns the copy failed.
+		h.logger.Warn("backup ended early", "bytes", n, "err", err)
+		return
+	}
+	h.logger.Info("backup sent", "bytes", n)
+}
+
+// deadlineWriter moves the write deadline before each write, so that a
+// client that stops reading a backup frees its read transaction within the
+// write timeout, while a long copy to a live client is not cut.
+type deadlineWriter struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	if err := d.rc.SetWriteDeadline(time.Now().Add(d.timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return 0, err
+	}
+	return d.w.Write(p)
+}
