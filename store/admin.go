@@ -120,15 +120,15 @@ func Compact(dst, src string) (CompactResult, error) {
 
 // Report describes a database file for an operator, from `sselog inspect`.
 type Report struct {
-	Path      string       `json:"path"`
-	FileSize  int64        `json:"file_size"`
-	PageSize  int          `json:"page_size"`
-	Pages     int64        `json:"pages"`
-	FreePages int          `json:"free_pages"`
-	LastID    ID           `json:"last_id"`
-	LastTime  time.Time    `json:"last_time"`
-	Streams   []StreamInfo `json:"streams"`
-	Deleted   []StreamInfo `json:"deleted,omitempty"`
+	Path      string            `json:"path"`
+	FileSize  int64             `json:"file_size"`
+	PageSize  int               `json:"page_size"`
+	Pages     int64             `json:"pages"`
+	FreePages int               `json:"free_pages"`
+	LastID    ID                `json:"last_id"`
+	LastTime  time.Time         `json:"last_time"`
+	Streams   []StreamInfo      `json:"streams"`
+	Deleted   []StreamInfo      `json:"deleted,omitempty"`
 	Policies  map[string]Policy `json:"policies"`
 }
 
