@@ -20,8 +20,20 @@
 //     writer after each commit, in commit (and therefore id) order, before
 //     any caller of that transaction is answered.
 //
+//   - Removal is a prefix, and is remembered. Trim removes a stream's oldest
+//     events in bounded transactions beside the writer; DeleteStream removes
+//     a whole stream through the writer, in order with appends, and runs the
+//     OnDelete hooks. Either way the stream's low-water mark (the newest id
+//     removed) is persisted, and every read reports it (Scan's Bounds) from
+//     the same transaction as its events, so a reader can always tell
+//     "nothing after my position" from "what was after it is gone".
+//   - No stored event has the type ResetType, which the stream layer uses to
+//     tell subscribers about removed events.
+//
 // Layout: bucket "events" holds one sub-bucket per stream, keyed by the
 // 16-byte binary ULID (byte order is id order, so resuming is one Seek);
-// bucket "streams" holds per-stream counters; bucket "meta" holds the newest
-// issued id.
+// bucket "streams" holds per-stream counters, the low-water mark and a
+// deletion tombstone; bucket "retention" holds per-stream retention
+// overrides; bucket "meta" holds the layout version and the newest issued
+// id.
 package store
