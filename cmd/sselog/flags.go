@@ -70,3 +70,21 @@ func (b *byteSize) Set(s string) error {
 	*b = byteSize(n * mult)
 	return nil
 }
+
+// byteLimit is a byteSize where 0 means no limit.
+type byteLimit int64
+
+func (b *byteLimit) String() string {
+	if *b == 0 {
+		return "0"
+	}
+	return (*byteSize)(b).String()
+}
+
+func (b *byteLimit) Set(s string) error {
+	if strings.TrimSpace(s) == "0" {
+		*b = 0
+		return nil
+	}
+	return (*byteSize)(b).Set(s)
+}

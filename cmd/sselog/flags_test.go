@@ -186,6 +186,10 @@ func TestRunCommandLine(t *testing.T) {
 		{name: "zero write timeout", args: serve("--write-timeout", "0s"), wantErr: "--write-timeout must be positive"},
 		{name: "zero max body", args: serve("--max-body", "0"), wantErr: "invalid size"},
 		{name: "bad duration", args: serve("--retry", "3"), wantErr: "retry"},
+		{name: "negative retain age", args: serve("--retain-age", "-1h"), wantErr: "--retain-age must not be negative"},
+		{name: "zero retain interval", args: serve("--retain-interval", "0s"), wantErr: "--retain-interval must be positive"},
+		{name: "bad retain bytes", args: serve("--retain-bytes", "-5"), wantErr: "invalid size"},
+		{name: "bad retain events", args: serve("--retain-events", "many"), wantErr: "retain-events"},
 		// A stray word ends flag parsing: "1 MiB" would silently drop every
 		// flag after it.
 		{name: "stray argument", args: serve("--max-body", "1", "MiB", "--retry", "1s"), wantErr: `unexpected argument "MiB"`},

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sselog/sselog/httpapi"
+	"github.com/sselog/sselog/retention"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
@@ -32,6 +33,11 @@ type serveConfig struct {
 	maxBody      byteSize
 	logLevel     slog.Level
 	logFormat    string
+
+	retainAge      time.Duration
+	retainEvents   uint64
+	retainBytes    byteLimit
+	retainInterval time.Duration
 }
 
 func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
@@ -45,6 +51,10 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.DurationVar(&c.writeTimeout, "write-timeout", httpapi.DefaultWriteTimeout, "a subscriber whose writes make no progress this long is disconnected")
 	fs.DurationVar(&c.readTimeout, "read-timeout", httpapi.DefaultReadTimeout, "a publish body must arrive within this time")
 	fs.Var(&c.maxBody, "max-body", "largest publish body (bytes, or with KiB/MiB/KB/MB)")
+	fs.DurationVar(&c.retainAge, "retain-age", retention.DefaultMaxAge, "default retention: events older than this are trimmed (0: no age limit)")
+	fs.Uint64Var(&c.retainEvents, "retain-events", 0, "default retention: keep at most this many events per stream (0: no limit)")
+	fs.Var(&c.retainBytes, "retain-bytes", "default retention: keep at most this many stored bytes per stream, with KiB/MiB/GiB (0: no limit)")
+	fs.DurationVar(&c.retainInterval, "retain-interval", retention.DefaultInterval, "time between retention passes")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.Usage = func() {
@@ -68,11 +78,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for name, d := range map[string]time.Duration{"retry": c.retry, "heartbeat": c.heartbeat, "write-timeout": c.writeTimeout, "read-timeout": c.readTimeout} {
+	for name, d := range map[string]time.Duration{"retry": c.retry, "heartbeat": c.heartbeat, "write-timeout": c.writeTimeout, "read-timeout": c.readTimeout, "retain-interval": c.retainInterval} {
 		if d <= 0 {
 			return fmt.Errorf("--%s must be positive", name)
 		}
 	}
+	if c.retainAge < 0 {
+		return errors.New("--retain-age must not be negative (0 means no age limit)")
+	}
+	limits := retention.Limits{MaxAge: c.retainAge, MaxEvents: c.retainEvents, MaxBytes: uint64(c.retainBytes)}
 
 	if dir := filepath.Dir(c.db); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -91,10 +105,22 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		WriteTimeout: c.writeTimeout,
 		ReadTimeout:  c.readTimeout,
 		MaxBody:      int64(c.maxBody),
+		Retention:    limits,
 	})
+	worker := retention.New(log, retention.Options{Defaults: limits, Interval: c.retainInterval, Logger: logger})
+	workerCtx, stopWorker := context.WithCancel(context.Background())
+	workerDone := make(chan struct{})
+	go func() {
+		defer close(workerDone)
+		if err := worker.Run(workerCtx); err != nil {
+			logger.Error("retention stopped", "err", err)
+		}
+	}()
 
 	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {
+		stopWorker()
+		<-workerDone
 		log.Close()
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -128,6 +154,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		logger.Warn("shutdown incomplete", "err", err)
 		srv.Close()
 	}
+	// A pass stops between chunks: every trim it committed is whole.
+	stopWorker()
+	<-workerDone
 	if err := log.Close(); err != nil {
 		return err
 	}
