@@ -77,6 +77,10 @@ type Bounds struct {
 	LowWater ID
 	// Deleted reports a stream deleted and not published to since.
 	Deleted bool
+	// Newest is the newest id committed in any stream when the read began:
+	// every later commit has larger ids. An id above it was never issued by
+	// this database.
+	Newest ID
 }
 
 // Gap reports whether a reader resuming after the id after missed events
@@ -164,6 +168,11 @@ func (l *Log) Scan(stream string, after ID, limit int, fn func(*Event) error) (B
 			c := decodeCounters(v)
 			bounds = Bounds{LowWater: c.LowWater, Deleted: c.Deleted}
 		}
+		// LastID may lag a commit that this transaction already sees; the
+		// stored id does not.
+		if v := tx.Bucket(bucketMeta).Get(keyLastID); len(v) == len(ID{}) {
+			bounds.Newest = ID(v)
+		}
 		b := tx.Bucket(bucketEvents).Bucket([]byte(stream))
 		if b == nil {
 			return nil
@@ -238,6 +247,9 @@ func (p Policy) MarshalJSON() ([]byte, error) {
 // 1048576}, any field optional. Unknown fields, negative numbers and ages
 // that are not durations are refused with ErrInvalidPolicy.
 func (p *Policy) UnmarshalJSON(b []byte) error {
+	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return fmt.Errorf("%w: a policy is a JSON object", ErrInvalidPolicy)
+	}
 	var j policyJSON
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()

@@ -208,11 +208,11 @@ func TestScanBounds(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if bounds.LowWater != ids[3] || bounds.Deleted || bounds.Gap(tc.after) != tc.gap || len(events) != 1 || events[0].ID != tc.first {
+		if bounds.LowWater != ids[3] || bounds.Deleted || bounds.Newest != ids[9] || bounds.Gap(tc.after) != tc.gap || len(events) != 1 || events[0].ID != tc.first {
 			t.Errorf("after %s: %+v gap %v, %d events; want low water %s, gap %v, first %s", tc.after, bounds, bounds.Gap(tc.after), len(events), ids[3], tc.gap, tc.first)
 		}
 	}
-	if _, bounds, err := l.ReadPage("missing", store.ID{}, 1); err != nil || bounds != (store.Bounds{}) {
+	if _, bounds, err := l.ReadPage("missing", store.ID{}, 1); err != nil || bounds != (store.Bounds{Newest: ids[9]}) {
 		t.Fatalf("missing stream bounds %+v, %v", bounds, err)
 	}
 }
@@ -358,7 +358,7 @@ func TestPolicy(t *testing.T) {
 	if p, err := l.Policy("s"); err != nil || p != (store.Policy{}) {
 		t.Fatalf("after DeletePolicy: %+v, %v", p, err)
 	}
-	for _, bad := range []string{`{"max_age":"-1h"}`, `{"max_age":"soon"}`, `{"max_age":36}`, `{"max_events":-1}`, `{"limit":1}`, `[]`, `{"max_bytes":1.5}`} {
+	for _, bad := range []string{`{"max_age":"-1h"}`, `{"max_age":"soon"}`, `{"max_age":36}`, `{"max_events":-1}`, `{"limit":1}`, `[]`, `null`, `"24h"`, `{"max_bytes":1.5}`} {
 		var p store.Policy
 		if err := json.Unmarshal([]byte(bad), &p); !errors.Is(err, store.ErrInvalidPolicy) {
 			t.Errorf("%s: %v, want ErrInvalidPolicy", bad, err)

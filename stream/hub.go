@@ -203,18 +203,12 @@ func (h *Hub) Subscribe(name string, after store.ID, from bool) (*Subscription, 
 		h.streams[name] = f
 	}
 	f.refs++
-	s := &Subscription{hub: h, f: f, cursor: after}
+	s := &Subscription{hub: h, f: f, cursor: after, resuming: from}
 	if !from {
 		// Every event up to delivered is committed, and every later commit
 		// gets larger ids and reaches the tail.
 		s.cursor = h.delivered
 		s.known = h.delivered
-	} else if last := h.log.LastID(); after.Compare(last) > 0 {
-		// This database never issued the id: it is from another server, or
-		// the database was replaced by an older copy. Nothing can be
-		// replayed exactly; go live from the newest id there is.
-		s.pending = resetFrame(nil, last, resetUnknown, nil)
-		s.cursor = last
 	}
 	return s, nil
 }
@@ -249,11 +243,14 @@ type Subscription struct {
 	buf    []byte
 	frames [][]byte
 	closed bool
-	// pending is a reset frame to hand out before anything else; after it
-	// is handed out, ended makes Next return ErrDeleted.
-	pending []byte
-	ending  bool
-	ended   bool
+	// ending is set when the page in hand ends with a "deleted" reset;
+	// once it is handed out, ended makes Next return ErrDeleted.
+	ending bool
+	ended  bool
+	// resuming sends the first read to the log even when the tail could
+	// serve it: only the log knows whether events after the resume point
+	// were trimmed, and the tail may still hold them.
+	resuming bool
 }
 
 // Cursor is the id of the last event Next handed out (or the starting
@@ -273,12 +270,6 @@ func (s *Subscription) Next() ([][]byte, <-chan struct{}, error) {
 		return nil, nil, ErrDeleted
 	}
 	s.frames = s.frames[:0]
-	if s.pending != nil {
-		s.frames = append(s.frames, s.pending)
-		s.pending = nil
-		s.ended = s.ending
-		return s.frames, nil, nil
-	}
 	for {
 		f := s.f
 		f.mu.RLock()
@@ -296,7 +287,7 @@ func (s *Subscription) Next() ([][]byte, <-chan struct{}, error) {
 		}
 		wake := f.notify
 		floor := f.tail.floor
-		if maxID(s.cursor, s.known).Compare(floor) >= 0 {
+		if !s.resuming && maxID(s.cursor, s.known).Compare(floor) >= 0 {
 			var last store.ID
 			s.frames, last = f.tail.appendAfter(s.frames, s.cursor)
 			f.mu.RUnlock()
@@ -315,6 +306,7 @@ func (s *Subscription) Next() ([][]byte, <-chan struct{}, error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		s.resuming = false
 		if n > 0 {
 			s.frames = append(s.frames, s.buf)
 			s.ended = s.ending
@@ -359,6 +351,15 @@ func (s *Subscription) replay(floor store.ID) (int, error) {
 	}
 	if err != nil {
 		return 0, fmt.Errorf("replay %s: %w", s.f.name, err)
+	}
+	if s.resuming && bounds.Newest.Compare(s.cursor) < 0 {
+		// This database never issued the id: it is from another server, or
+		// the database was replaced by an older copy. Nothing can be
+		// replayed exactly; go live from the newest id there is, which the
+		// same read transaction proved is the newest committed.
+		s.buf = resetFrame(s.buf[:0], bounds.Newest, resetUnknown, nil)
+		s.cursor = bounds.Newest
+		return 1, nil
 	}
 	if bounds.Gap(s.cursor) {
 		// Events after the cursor were removed: say so, in order, before

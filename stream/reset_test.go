@@ -135,11 +135,13 @@ func TestResetDuringReplay(t *testing.T) {
 }
 
 // TestLiveSubscriberNotReset: a subscriber reading live already has every
-// event, so a trim passing its position changes nothing for it.
+// event, so a trim passing its position changes nothing for it. (One that
+// has not read yet learns of the trim from its first read of the log.)
 func TestLiveSubscriberNotReset(t *testing.T) {
 	l, h := newHub(t, stream.Options{})
 	ids := publish(t, l, "s", 3)
 	sub := subscribe(t, h, "s", ids[2])
+	assertIdle(t, sub) // caught up: reading live from now on
 	more := publish(t, l, "s", 5)
 	trim(t, l, "s", store.Cut{MaxEvents: 1})
 	got, _ := mustPull(t, sub, more[4])
