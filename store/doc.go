@@ -8,14 +8,18 @@
 //     across restarts (the newest id is persisted in every transaction) and
 //     when the wall clock steps backwards (the generator never goes below the
 //     last id it issued).
+//
 //   - Acknowledged means durable. Append returns only after the bbolt
 //     transaction holding the events has committed and fsynced. NoSync is
 //     never set.
+//
 //   - Group commit. Concurrent Append calls queue for one writer goroutine,
 //     which takes everything queued into one transaction. A lone Append on an
 //     idle log commits at once; there is no timer.
+//
 //   - All or nothing. The events of one Append call land in one transaction,
 //     contiguous in id order.
+//
 //   - Ordered notification. Hooks registered with OnCommit are called by the
 //     writer after each commit, in commit (and therefore id) order, before
 //     any caller of that transaction is answered.
@@ -27,6 +31,7 @@
 //     removed) is persisted, and every read reports it (Scan's Bounds) from
 //     the same transaction as its events, so a reader can always tell
 //     "nothing after my position" from "what was after it is gone".
+//
 //   - No stored event has the type ResetType, which the stream layer uses to
 //     tell subscribers about removed events.
 //
