@@ -39,7 +39,7 @@ func (l *Log) Backup(w io.Writer, size func(int64)) (int64, error) {
 
 // openOffline opens a stopped server's database for an offline tool.
 func openOffline(path string, readOnly bool) (*bolt.DB, error) {
-	if _, err := os.Stat(path); err != nil {
+	if err := checkFile(path); err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
@@ -67,8 +67,8 @@ type CompactResult struct {
 // shrinks its file. When dst is src, the copy is written beside it and
 // renamed over it once synced, so the original is never half-written. The
 // database must not be in use: a running server holds its lock.
-func Compact(dst, src string) (CompactResult, error) {
-	var res CompactResult
+func Compact(dst, src string) (res CompactResult, err error) {
+	defer guard(src, &err)()
 	in, err := openOffline(src, false)
 	if err != nil {
 		return res, err
@@ -87,6 +87,11 @@ func Compact(dst, src string) (CompactResult, error) {
 	} else if _, err := os.Stat(dst); err == nil {
 		return res, fmt.Errorf("compact: %s already exists", dst)
 	}
+	defer func() {
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
 	out, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: DefaultOpenTimeout, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return res, fmt.Errorf("compact: create %s: %w", tmp, err)
@@ -94,16 +99,20 @@ func Compact(dst, src string) (CompactResult, error) {
 	// 64 MiB per transaction bounds the copy's memory.
 	if err := bolt.Compact(out, in, 64<<20); err != nil {
 		out.Close()
-		os.Remove(tmp)
 		return res, fmt.Errorf("compact %s: %w", src, err)
 	}
+	var size int64
+	_ = out.View(func(tx *bolt.Tx) error { size = tx.Size(); return nil })
 	if err := out.Close(); err != nil {
-		os.Remove(tmp)
 		return res, fmt.Errorf("compact: close %s: %w", tmp, err)
+	}
+	// bbolt grows a file in steps of up to 16 MiB; the step past the last
+	// page is not part of the database.
+	if err := truncateSync(tmp, size); err != nil {
+		return res, fmt.Errorf("compact: %w", err)
 	}
 	if inPlace {
 		if err := os.Rename(tmp, src); err != nil {
-			os.Remove(tmp)
 			return res, fmt.Errorf("compact: %w", err)
 		}
 	}
@@ -116,6 +125,18 @@ func Compact(dst, src string) (CompactResult, error) {
 	}
 	res.After = st.Size()
 	return res, nil
+}
+
+func truncateSync(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	return f.Sync()
 }
 
 // Report describes a database file for an operator, from `sselog inspect`.
@@ -133,8 +154,9 @@ type Report struct {
 }
 
 // Inspect reads a stopped server's database without changing it.
-func Inspect(path string) (Report, error) {
-	r := Report{Path: path, Policies: map[string]Policy{}}
+func Inspect(path string) (r Report, err error) {
+	defer guard(path, &err)()
+	r = Report{Path: path, Policies: map[string]Policy{}}
 	db, err := openOffline(path, true)
 	if err != nil {
 		return r, err

@@ -98,7 +98,11 @@ const layoutVersion = 1
 
 // Open opens or creates the database at path. The parent directory must
 // exist.
-func Open(path string, opts Options) (*Log, error) {
+func Open(path string, opts Options) (_ *Log, err error) {
+	// A page damaged past what checkFile sees makes bbolt panic while it
+	// loads the freelist: refuse the file instead of crashing. (The file's
+	// lock is then held until the process exits.)
+	defer guard(path, &err)()
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -119,6 +123,13 @@ func Open(path string, opts Options) (*Log, error) {
 	}
 	_, statErr := os.Stat(path)
 	created := errors.Is(statErr, fs.ErrNotExist)
+	if !created {
+		// Never let bbolt map a truncated file or initialise an emptied
+		// one: refuse it, unchanged, with what is wrong.
+		if err := checkFile(path); err != nil {
+			return nil, fmt.Errorf("open database: %w", err)
+		}
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:         opts.OpenTimeout,
 		InitialMmapSize: opts.InitialMmapSize,
