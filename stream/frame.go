@@ -1,6 +1,8 @@
 package stream
 
 import (
+	"bytes"
+
 	"github.com/sselog/sselog/store"
 )
 
@@ -38,11 +40,16 @@ func AppendFrame(b []byte, id store.ID, typ string, data []byte) []byte {
 	return append(b, '\n')
 }
 
+// indexLineEnd finds the first CR or LF. Two SIMD scans beat one bytewise
+// loop for the usual event, which has neither.
 func indexLineEnd(b []byte) int {
-	for i, c := range b {
-		if c == '\n' || c == '\r' {
-			return i
-		}
+	n := bytes.IndexByte(b, '\n')
+	head := b
+	if n >= 0 {
+		head = b[:n]
 	}
-	return -1
+	if r := bytes.IndexByte(head, '\r'); r >= 0 {
+		return r
+	}
+	return n
 }

@@ -94,32 +94,37 @@ func NewHub(log Log, opts Options) *Hub {
 }
 
 // committed is the log's commit hook. It encodes each event of a followed
-// stream once, appends the frame to that stream's tail and wakes the
-// stream's subscribers.
+// stream once, appends the frames to that stream's tail and wakes the
+// stream's subscribers: one lock, one wake-up and one buffer for each run
+// of a stream's events in the commit.
 func (h *Hub) committed(events []store.Event) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	var woken *followed
-	for i := range events {
-		e := &events[i]
-		f := h.streams[e.Stream]
-		if f == nil {
-			continue
+	for i := 0; i < len(events); {
+		j := i + 1
+		for j < len(events) && events[j].Stream == events[i].Stream {
+			j++
 		}
-		frame := AppendFrame(make([]byte, 0, frameLen(e)), e.ID, e.Type, e.Data)
-		f.mu.Lock()
-		f.tail.push(e.ID, frame)
-		f.mu.Unlock()
-		// A commit usually touches one stream: wake it once, below.
-		if woken != f {
-			if woken != nil {
-				woken.wake()
+		if f := h.streams[events[i].Stream]; f != nil {
+			size := 0
+			for k := i; k < j; k++ {
+				size += frameLen(&events[k])
 			}
-			woken = f
+			// The frames share one buffer; it is freed once the tail has
+			// let go of all of them.
+			buf := make([]byte, 0, size)
+			f.mu.Lock()
+			for k := i; k < j; k++ {
+				e := &events[k]
+				start := len(buf)
+				buf = AppendFrame(buf, e.ID, e.Type, e.Data)
+				f.tail.push(e.ID, buf[start:len(buf):len(buf)])
+			}
+			close(f.notify)
+			f.notify = make(chan struct{})
+			f.mu.Unlock()
 		}
-	}
-	if woken != nil {
-		woken.wake()
+		i = j
 	}
 	h.delivered = events[len(events)-1].ID
 }
