@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sselog/sselog/httpapi"
+	"github.com/sselog/sselog/retention"
 )
 
 func TestParseWithEnv(t *testing.T) {
@@ -27,22 +28,30 @@ func TestParseWithEnv(t *testing.T) {
 		maxBody:      httpapi.DefaultMaxBody,
 		logLevel:     slog.LevelInfo,
 		logFormat:    "text",
+
+		retainAge:      retention.DefaultMaxAge,
+		retainInterval: retention.DefaultInterval,
 	}
 	allEnv := map[string]string{
-		"SSELOG_ADDR":          "0.0.0.0:9000",
-		"SSELOG_DB":            "/var/lib/sselog/e.db",
-		"SSELOG_RETRY":         "5s",
-		"SSELOG_HEARTBEAT":     "7s",
-		"SSELOG_WRITE_TIMEOUT": "9s",
-		"SSELOG_READ_TIMEOUT":  "11s",
-		"SSELOG_MAX_BODY":      "2MiB",
-		"SSELOG_LOG_LEVEL":     "debug",
-		"SSELOG_LOG_FORMAT":    "json",
+		"SSELOG_ADDR":            "0.0.0.0:9000",
+		"SSELOG_DB":              "/var/lib/sselog/e.db",
+		"SSELOG_RETRY":           "5s",
+		"SSELOG_HEARTBEAT":       "7s",
+		"SSELOG_WRITE_TIMEOUT":   "9s",
+		"SSELOG_READ_TIMEOUT":    "11s",
+		"SSELOG_MAX_BODY":        "2MiB",
+		"SSELOG_LOG_LEVEL":       "debug",
+		"SSELOG_LOG_FORMAT":      "json",
+		"SSELOG_RETAIN_AGE":      "24h",
+		"SSELOG_RETAIN_EVENTS":   "1000",
+		"SSELOG_RETAIN_BYTES":    "1GiB",
+		"SSELOG_RETAIN_INTERVAL": "30s",
 	}
 	fromEnv := serveConfig{
 		addr: "0.0.0.0:9000", db: "/var/lib/sselog/e.db",
 		retry: 5 * time.Second, heartbeat: 7 * time.Second, writeTimeout: 9 * time.Second,
 		readTimeout: 11 * time.Second, maxBody: 2 << 20, logLevel: slog.LevelDebug, logFormat: "json",
+		retainAge: 24 * time.Hour, retainEvents: 1000, retainBytes: 1 << 30, retainInterval: 30 * time.Second,
 	}
 	tests := []struct {
 		name    string
@@ -59,10 +68,12 @@ func TestParseWithEnv(t *testing.T) {
 			args: []string{
 				"--addr", "127.0.0.1:1", "--db", "f.db", "--retry", "1s", "--heartbeat", "2s",
 				"--write-timeout", "3s", "--read-timeout", "4s", "--max-body", "512KiB", "--log-level", "warn", "--log-format", "text",
+				"--retain-age", "0", "--retain-events", "0", "--retain-bytes", "0", "--retain-interval", "5s",
 			},
 			want: serveConfig{
 				addr: "127.0.0.1:1", db: "f.db", retry: time.Second, heartbeat: 2 * time.Second,
 				writeTimeout: 3 * time.Second, readTimeout: 4 * time.Second, maxBody: 512 << 10, logLevel: slog.LevelWarn, logFormat: "text",
+				retainInterval: 5 * time.Second,
 			},
 		},
 		{

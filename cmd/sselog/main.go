@@ -35,7 +35,14 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 const usage = `sselog: a durable event log with Server-Sent Events replay
 
 Usage:
-  sselog serve [flags]   run the server (sselog serve -h lists the flags)
+  sselog serve [flags]     run the server (sselog serve -h lists the flags)
+  sselog backup [flags]    save a running server's database to a file
+  sselog compact [flags]   shrink a stopped server's database file
+  sselog inspect [flags]   describe a stopped server's database file
+  sselog check [flags]     check every page of a stopped server's database file
+  sselog bench <workload>  drive a running server and measure it
+
+Each command takes -h for its flags.
 `
 
 // run is the whole program behind main, so tests can call it.
@@ -47,6 +54,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "serve":
 		return serve(ctx, args[1:], stdout, stderr)
+	case "backup":
+		return backup(ctx, args[1:], stdout, stderr)
+	case "compact":
+		return compact(ctx, args[1:], stdout, stderr)
+	case "inspect":
+		return inspect(ctx, args[1:], stdout, stderr)
+	case "check":
+		return check(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

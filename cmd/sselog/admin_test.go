@@ -1,0 +1,419 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sselog/sselog/store"
+)
+
+// appendEvents appends n events of about size bytes to stream, in batches
+// of at most 500.
+func appendEvents(t *testing.T, l *store.Log, stream string, n, size int) {
+	t.Helper()
+	for n > 0 {
+		evs := make([]store.Event, min(n, 500))
+		for i := range evs {
+			evs[i] = store.Event{Type: "fill", Data: fmt.Appendf(nil, `{"n":%d,"pad":%q}`, n-i, strings.Repeat("p", size))}
+		}
+		if _, err := l.Append(context.Background(), stream, evs); err != nil {
+			t.Fatal(err)
+		}
+		n -= len(evs)
+	}
+}
+
+// trimTo trims stream down to its newest keep events, as the retention
+// worker does: in bounded transactions.
+func trimTo(t *testing.T, l *store.Log, stream string, keep uint64) {
+	t.Helper()
+	for {
+		res, err := l.Trim(stream, store.Cut{MaxEvents: keep}, 5000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.More {
+			return
+		}
+	}
+}
+
+// fixture is what a test database holds, to compare after compaction.
+type fixture struct {
+	events   map[string][]sseEvent
+	infos    map[string]store.StreamInfo
+	policies map[string]store.Policy
+	deleted  []store.StreamInfo
+	lastID   store.ID
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// makeFixture fills a database at path and leaves most of it free: a big
+// stream trimmed to its newest 100 events, a small one with a retention
+// override, a deleted stream, and an override set ahead of a stream.
+func makeFixture(t *testing.T, path string, bigEvents int) fixture {
+	t.Helper()
+	l, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	appendEvents(t, l, "big", bigEvents, 1000)
+	appendEvents(t, l, "small", 7, 10)
+	appendEvents(t, l, "gone", 20, 10)
+	if _, err := l.DeleteStream(context.Background(), "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetPolicy("small", store.Policy{MaxAge: ptr(24 * time.Hour), MaxEvents: ptr(uint64(0))}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetPolicy("future", store.Policy{MaxBytes: ptr(uint64(1 << 20))}); err != nil {
+		t.Fatal(err)
+	}
+	trimTo(t, l, "big", 100)
+
+	f := fixture{events: map[string][]sseEvent{}, infos: map[string]store.StreamInfo{}, lastID: l.LastID()}
+	for _, s := range []string{"big", "small"} {
+		f.events[s] = storedEvents(t, l, s)
+		if f.infos[s], err = l.Stream(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f.policies, err = l.Policies(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := store.Inspect(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.deleted = r.Deleted
+	return f
+}
+
+// check requires the database at path to hold what f describes, and to
+// go on issuing ids after the last one.
+func (f fixture) check(t *testing.T, path string) {
+	t.Helper()
+	r, err := store.Inspect(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(r.Deleted) != fmt.Sprint(f.deleted) || len(f.deleted) != 1 {
+		t.Errorf("deleted streams %v, want %v", r.Deleted, f.deleted)
+	}
+	l := mustOpen(t, path)
+	for s, want := range f.events {
+		if d := diffEvents(storedEvents(t, l, s), want); d != "" {
+			t.Errorf("%s: %s", s, d)
+		}
+		if info, err := l.Stream(s); err != nil || info != f.infos[s] {
+			t.Errorf("%s: %+v, %v; want %+v", s, info, err, f.infos[s])
+		}
+	}
+	if p, err := l.Policies(); err != nil || fmt.Sprint(policyTexts(p)) != fmt.Sprint(policyTexts(f.policies)) {
+		t.Errorf("policies %v, %v; want %v", policyTexts(p), err, policyTexts(f.policies))
+	}
+	if l.LastID() != f.lastID {
+		t.Errorf("last id %s, want %s", l.LastID(), f.lastID)
+	}
+	ids, err := l.Append(context.Background(), "big", []store.Event{{Data: []byte("1")}})
+	if err != nil || ids[0].Compare(f.lastID) <= 0 {
+		t.Errorf("append after reopening: %v, %v; want an id after %s", ids, err, f.lastID)
+	}
+}
+
+func policyTexts(m map[string]store.Policy) map[string]string {
+	out := map[string]string{}
+	for k, p := range m {
+		out[k] = policyText(p, true)
+	}
+	return out
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
+}
+
+func TestCompactInPlace(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	db := filepath.Join(dir, "x.db")
+	f := makeFixture(t, db, 20000)
+	before := fileSize(t, db)
+
+	stdout, err := runAdmin(t, "compact", "--db", db)
+	if err != nil {
+		t.Fatalf("compact: %v", err)
+	}
+	after := fileSize(t, db)
+	t.Logf("%s", strings.TrimSpace(stdout))
+	want := fmt.Sprintf("compacted %s in place: %d bytes (%s) -> %d bytes (%s), ", db, before, sizeText(before), after, sizeText(after))
+	if !strings.HasPrefix(stdout, want) {
+		t.Errorf("stdout %q, want it to begin %q", stdout, want)
+	}
+	if after > before/4 {
+		t.Errorf("compacted from %d to %d bytes, want at most a quarter", before, after)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil || len(entries) != 1 {
+		t.Errorf("directory holds %v, %v; want the database alone", entries, err)
+	}
+	f.check(t, db)
+}
+
+func TestCompactOut(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "x.db"), filepath.Join(dir, "small.db")
+	f := makeFixture(t, src, 5000)
+	orig, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	stdout, err := runAdmin(t, "compact", "--db", src, "--out", dst)
+	if err != nil {
+		t.Fatalf("compact: %v", err)
+	}
+	if !strings.Contains(stdout, "into "+dst+" (the original is unchanged)") {
+		t.Errorf("stdout %q does not say where the copy went", stdout)
+	}
+	if b, err := os.ReadFile(src); err != nil || !bytes.Equal(b, orig) {
+		t.Errorf("the original changed: %v", err)
+	}
+	if after := fileSize(t, dst); after >= int64(len(orig)) {
+		t.Errorf("the copy has %d bytes, the original %d", after, len(orig))
+	}
+	// An existing --out is never replaced.
+	if _, err := runAdmin(t, "compact", "--db", src, "--out", dst); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Errorf("second compact to %s: %v, want a refusal", dst, err)
+	}
+	f.check(t, dst)
+}
+
+// TestCompactInspectRefuse covers what both offline commands refuse: a
+// database a running server holds, and a file that is not there.
+func TestCompactInspectRefuse(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	held := filepath.Join(dir, "held.db")
+	l := mustOpen(t, held)
+	appendEvents(t, l, "s", 3, 10)
+	heldBytes, err := os.ReadFile(held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "nothing", "here.db")
+	missingHere := filepath.Join(dir, "here.db")
+
+	for _, cmd := range []string{"compact", "inspect"} {
+		t.Run(cmd+" held", func(t *testing.T) {
+			_, err := runAdmin(t, cmd, "--db", held)
+			if !errors.Is(err, store.ErrLocked) || !strings.Contains(err.Error(), held) ||
+				!strings.Contains(err.Error(), "in use") || !strings.Contains(err.Error(), "stop the server") {
+				t.Errorf("err = %v, want store.ErrLocked naming %s and saying what to do", err, held)
+			}
+		})
+		for _, path := range []string{missing, missingHere} {
+			t.Run(cmd+" missing "+filepath.Base(filepath.Dir(path)), func(t *testing.T) {
+				_, err := runAdmin(t, cmd, "--db", path)
+				if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), path) {
+					t.Errorf("err = %v, want a not-exist error naming %s", err, path)
+				}
+			})
+		}
+	}
+	if b, err := os.ReadFile(held); err != nil || !bytes.Equal(b, heldBytes) {
+		t.Errorf("the held database changed: %v", err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil || len(entries) != 1 || entries[0].Name() != "held.db" {
+		t.Errorf("directory holds %v, %v; want held.db alone", entries, err)
+	}
+}
+
+// inspectJSON is the figures of `sselog inspect --json`, ids as text.
+type inspectJSON struct {
+	Path      string                  `json:"path"`
+	FileSize  int64                   `json:"file_size"`
+	PageSize  int                     `json:"page_size"`
+	Pages     int64                   `json:"pages"`
+	FreePages int                     `json:"free_pages"`
+	LastID    string                  `json:"last_id"`
+	LastTime  time.Time               `json:"last_time"`
+	Streams   []streamJSON            `json:"streams"`
+	Deleted   []streamJSON            `json:"deleted"`
+	Policies  map[string]store.Policy `json:"policies"`
+}
+
+type streamJSON struct {
+	Name     string `json:"name"`
+	Count    uint64 `json:"count"`
+	Bytes    uint64 `json:"bytes"`
+	FirstID  string `json:"first_id"`
+	LastID   string `json:"last_id"`
+	LowWater string `json:"low_water"`
+}
+
+func streamsJSON(in []store.StreamInfo) []streamJSON {
+	var out []streamJSON
+	for _, s := range in {
+		out = append(out, streamJSON{s.Name, s.Count, s.Bytes, s.FirstID.String(), s.LastID.String(), s.LowWater.String()})
+	}
+	return out
+}
+
+func TestInspect(t *testing.T) {
+	t.Parallel()
+	db := filepath.Join(t.TempDir(), "x.db")
+	makeFixture(t, db, 3000)
+	orig, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := store.Inspect(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want.Streams) != 2 || want.FreePages == 0 {
+		t.Fatalf("fixture: %+v, want two streams and free pages", want)
+	}
+
+	t.Run("table", func(t *testing.T) {
+		out, err := runAdmin(t, "inspect", "--db", db)
+		if err != nil {
+			t.Fatalf("inspect: %v", err)
+		}
+		t.Logf("output:\n%s", out)
+		lines := []string{
+			`database\s+` + regexp.QuoteMeta(db),
+			fmt.Sprintf(`file size\s+%d bytes \(%s\)`, want.FileSize, regexp.QuoteMeta(sizeText(want.FileSize))),
+			fmt.Sprintf(`page size\s+%d bytes`, want.PageSize),
+			fmt.Sprintf(`pages\s+%d \(%s\)`, want.Pages, regexp.QuoteMeta(sizeText(want.Pages*int64(want.PageSize)))),
+			fmt.Sprintf(`free pages\s+%d \(%s\)`, want.FreePages, regexp.QuoteMeta(sizeText(int64(want.FreePages*want.PageSize)))),
+			fmt.Sprintf(`last id\s+%s \(%s\)`, want.LastID, regexp.QuoteMeta(want.LastTime.Format(time.RFC3339Nano))),
+			`STREAM\s+EVENTS\s+BYTES\s+FIRST ID\s+LAST ID\s+LOW WATER\s+RETENTION`,
+			`DELETED STREAM\s+LOW WATER`,
+			fmt.Sprintf(`gone\s+%s`, want.Deleted[0].LowWater),
+			`future\s+max_bytes=1048576`,
+			`small\s+7\s+.*max_age=24h0m0s max_events=unlimited`,
+			`sselog compact --db ` + regexp.QuoteMeta(db) + ` \(with the server stopped\) .*`,
+		}
+		for _, s := range want.Streams {
+			retention := "-"
+			if p, ok := want.Policies[s.Name]; ok {
+				retention = regexp.QuoteMeta(policyText(p, true))
+			}
+			lowWater := "-"
+			if !s.LowWater.IsZero() {
+				lowWater = s.LowWater.String()
+			}
+			lines = append(lines, fmt.Sprintf(`%s\s+%d\s+%d\s+%s\s+%s\s+%s\s+%s`, s.Name, s.Count, s.Bytes, s.FirstID, s.LastID, lowWater, retention))
+		}
+		for _, l := range lines {
+			if !regexp.MustCompile(`(?m)^` + l + `\s*$`).MatchString(out) {
+				t.Errorf("no line matches %q", l)
+			}
+		}
+	})
+
+	t.Run("json", func(t *testing.T) {
+		out, err := runAdmin(t, "inspect", "--db", db, "--json")
+		if err != nil {
+			t.Fatalf("inspect: %v", err)
+		}
+		var got inspectJSON
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
+			t.Fatalf("decode %s: %v", out, err)
+		}
+		wantJSON := inspectJSON{
+			Path: want.Path, FileSize: want.FileSize, PageSize: want.PageSize, Pages: want.Pages,
+			FreePages: want.FreePages, LastID: want.LastID.String(), LastTime: want.LastTime,
+			Streams: streamsJSON(want.Streams), Deleted: streamsJSON(want.Deleted), Policies: want.Policies,
+		}
+		// Policies hold pointers: compare them as text.
+		if fmt.Sprint(policyTexts(got.Policies)) != fmt.Sprint(policyTexts(want.Policies)) || len(got.Policies) != 2 {
+			t.Errorf("--json policies %v, want %v", policyTexts(got.Policies), policyTexts(want.Policies))
+		}
+		got.Policies, wantJSON.Policies = nil, nil
+		if g, w := fmt.Sprintf("%+v", got), fmt.Sprintf("%+v", wantJSON); g != w {
+			t.Errorf("--json gave\n%s\nwant\n%s", g, w)
+		}
+	})
+
+	if b, err := os.ReadFile(db); err != nil || !bytes.Equal(b, orig) {
+		t.Errorf("inspect changed the database: %v", err)
+	}
+}
+
+func TestInspectEmpty(t *testing.T) {
+	t.Parallel()
+	db := filepath.Join(t.TempDir(), "x.db")
+	l, err := store.Open(db, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runAdmin(t, "inspect", "--db", db)
+	if err != nil {
+		t.Fatalf("inspect: %v", err)
+	}
+	for _, want := range []string{"last id     -\n", "\nno streams\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output\n%s\nlacks %q", out, want)
+		}
+	}
+}
+
+// TestInspectDamaged: a file that is not a whole database is an error that
+// names it, not a crash, and inspect leaves it as it was.
+func TestInspectDamaged(t *testing.T) {
+	t.Parallel()
+	db := newDatabaseBytes(t)
+	tests := []struct {
+		name    string
+		content []byte
+	}{
+		{"empty", nil},
+		{"not a database", bytes.Repeat([]byte("sselog "), 4096)},
+		{"truncated to a quarter", db[:len(db)/4]},
+		{"truncated to a tenth", db[:len(db)/10]},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "x.db")
+			if err := os.WriteFile(path, tt.content, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := runAdmin(t, "inspect", "--db", path)
+			if err == nil || !strings.Contains(err.Error(), path) {
+				t.Errorf("err = %v, want an error naming %s", err, path)
+			}
+			t.Logf("%v", err)
+			if b, err := os.ReadFile(path); err != nil || !bytes.Equal(b, tt.content) {
+				t.Errorf("inspect changed the file: %v", err)
+			}
+		})
+	}
+}
