@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sselog/sselog/httpapi"
+	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
 
@@ -30,7 +31,9 @@ func benchPublish(b *testing.B, callers, batch int) {
 		wg      sync.WaitGroup
 		failed  atomic.Value
 		latency = make([][]time.Duration, callers)
+		commits atomic.Int64
 	)
+	s.log.OnCommit(func([]store.Event) { commits.Add(1) })
 	b.ResetTimer()
 	for c := 0; c < callers; c++ {
 		wg.Add(1)
@@ -57,6 +60,7 @@ func benchPublish(b *testing.B, callers, batch int) {
 	}
 	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
 	b.ReportMetric(float64(percentile(all, 0.99).Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(b.N*batch)/float64(max(commits.Load(), 1)), "events/commit")
 }
 
 func percentile(d []time.Duration, p float64) time.Duration {

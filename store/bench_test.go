@@ -172,3 +172,64 @@ func BenchmarkRawBoltPutPerTx(b *testing.B) {
 	}
 	reportEvents(b, b.N)
 }
+
+// BenchmarkAppendVsRaw answers "how close is a lone Append to bare bbolt"
+// despite a virtual disk whose fsync latency drifts from second to second:
+// it alternates rounds of 50 single-event Appends and 50 one-put raw bbolt
+// transactions on two files in the same directory, and reports both rates
+// and their ratio over the same stretch of time.
+func BenchmarkAppendVsRaw(b *testing.B) {
+	dir := b.TempDir()
+	l := mustOpen(b, filepath.Join(dir, "log.db"), store.Options{})
+	db, err := bolt.Open(filepath.Join(dir, "raw.db"), 0o600, &bolt.Options{
+		Timeout:         time.Second,
+		InitialMmapSize: store.DefaultInitialMmapSize,
+		FreelistType:    bolt.FreelistMapType,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	bucket := []byte("events")
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucket)
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	evs := []store.Event{{Type: "page_view", Data: payload(1)}}
+	value := evs[0].Data
+	ctx := b.Context()
+	const round = 50
+	var appendTime, rawTime time.Duration
+	n := 0
+	for b.Loop() {
+		start := time.Now()
+		for range round {
+			if _, err := l.Append(ctx, "bench", evs); err != nil {
+				b.Fatal(err)
+			}
+		}
+		appendTime += time.Since(start)
+		start = time.Now()
+		for i := range round {
+			var key [16]byte
+			binary.BigEndian.PutUint64(key[:8], uint64(time.Now().UnixMilli()))
+			binary.BigEndian.PutUint64(key[8:], uint64(n*round+i))
+			if err := db.Update(func(tx *bolt.Tx) error {
+				bk := tx.Bucket(bucket)
+				bk.FillPercent = 1.0
+				return bk.Put(key[:], value)
+			}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		rawTime += time.Since(start)
+		n++
+	}
+	appendRate := float64(n*round) / appendTime.Seconds()
+	rawRate := float64(n*round) / rawTime.Seconds()
+	b.ReportMetric(appendRate, "append/s")
+	b.ReportMetric(rawRate, "raw/s")
+	b.ReportMetric(100*appendRate/rawRate, "%of-raw")
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"time"
@@ -38,6 +39,8 @@ type serveConfig struct {
 	retainEvents   uint64
 	retainBytes    byteLimit
 	retainInterval time.Duration
+
+	pprof string
 }
 
 func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
@@ -57,6 +60,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.DurationVar(&c.retainInterval, "retain-interval", retention.DefaultInterval, "time between retention passes")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.pprof, "pprof", "", "serve Go's profiling endpoints (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (off when empty; never expose it)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: sselog serve [flags]\n\nEvery flag can also be set by environment, as SSELOG_<FLAG> (SSELOG_ADDR, SSELOG_MAX_BODY, ...); flags win.\n\n")
 		fs.PrintDefaults()
@@ -132,6 +136,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		// No WriteTimeout: it would cut every SSE stream. Subscribers get
 		// per-write deadlines instead.
 	}
+	if c.pprof != "" {
+		stopProfiling, err := serveProfiling(c.pprof, logger)
+		if err != nil {
+			stopWorker()
+			<-workerDone
+			ln.Close()
+			log.Close()
+			return err
+		}
+		defer stopProfiling()
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	logger.Info("serving", "addr", ln.Addr().String(), "db", c.db, "last_id", log.LastID())
@@ -165,6 +180,25 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// serveProfiling serves net/http/pprof on its own listener, so that the
+// API's router never exposes it.
+func serveProfiling(addr string, logger *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	logger.Info("profiling", "addr", "http://"+ln.Addr().String()+"/debug/pprof/")
+	return func() { srv.Close() }, nil
 }
 
 func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, error) {
