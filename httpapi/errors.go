@@ -43,6 +43,10 @@ func errorStatus(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, store.ErrClosed), errors.Is(err, stream.ErrClosed):
 		return http.StatusServiceUnavailable
+	case errors.Is(err, store.ErrWrite):
+		// The disk failed, not the request: nothing was stored, and a
+		// retry may succeed once space is freed.
+		return http.StatusServiceUnavailable
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		// The client went away or gave up; the answer is for the log only.
 		return http.StatusServiceUnavailable
@@ -63,6 +67,9 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		h.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 		if status == http.StatusInternalServerError {
 			msg = "internal error"
+		}
+		if errors.Is(err, store.ErrWrite) {
+			msg = "the database could not store the events (nothing was stored); retry later"
 		}
 	}
 	if status == http.StatusRequestEntityTooLarge {

@@ -32,6 +32,10 @@ var (
 	ErrClosed = errors.New("log is closed")
 	// ErrLocked is returned by Open when another process holds the database.
 	ErrLocked = errors.New("database is in use by another process")
+	// ErrWrite wraps a failure to commit (disk full, an I/O error): nothing
+	// of the failed transaction is stored or visible, and later writes may
+	// succeed. Callers may retry.
+	ErrWrite = errors.New("write to the database failed")
 )
 
 // Options configures Open. The zero value is ready to use.
@@ -343,7 +347,7 @@ func (l *Log) writer(gen *generator) {
 		})
 		if err != nil {
 			l.logger.Error("commit failed", "events", countEvents(group), "err", err)
-			err = fmt.Errorf("append: %w", err)
+			err = fmt.Errorf("append: %w: %w", ErrWrite, err)
 		} else {
 			for _, r := range group {
 				batch = append(batch, r.events...)

@@ -153,7 +153,7 @@ func (l *Log) commitDelete(r *appendReq) {
 		}
 	} else if !errors.Is(err, ErrStreamNotFound) {
 		l.logger.Error("delete failed", "stream", r.stream, "err", err)
-		err = fmt.Errorf("delete %s: %w", r.stream, err)
+		err = fmt.Errorf("delete %s: %w: %w", r.stream, ErrWrite, err)
 	}
 	r.err <- err
 }
