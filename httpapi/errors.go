@@ -39,6 +39,10 @@ func errorStatus(err error) int {
 		errors.Is(err, store.ErrInvalidID),
 		errors.Is(err, store.ErrInvalidPolicy):
 		return http.StatusBadRequest
+	case errors.Is(err, ErrNoToken), errors.Is(err, ErrInvalidToken):
+		return http.StatusUnauthorized
+	case errors.Is(err, ErrForbidden):
+		return http.StatusForbidden
 	case errors.Is(err, store.ErrStreamNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, store.ErrClosed), errors.Is(err, stream.ErrClosed):
@@ -77,6 +81,15 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
+	}
+	// RFC 6750 3: the challenge says which token problem it is.
+	switch {
+	case errors.Is(err, ErrInvalidToken):
+		w.Header().Set("WWW-Authenticate", `Bearer realm="sselog", error="invalid_token"`)
+	case errors.Is(err, ErrNoToken):
+		w.Header().Set("WWW-Authenticate", `Bearer realm="sselog"`)
+	case errors.Is(err, ErrForbidden):
+		w.Header().Set("WWW-Authenticate", `Bearer realm="sselog", error="insufficient_scope"`)
 	}
 	writeJSON(w, status, map[string]string{"error": msg})
 }

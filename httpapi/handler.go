@@ -1,10 +1,12 @@
 package httpapi
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -47,6 +49,13 @@ type Options struct {
 	// Retention is the server's default retention, shown with each
 	// stream's override.
 	Retention retention.Limits
+	// Auth checks bearer tokens and what they grant (see auth.go). Nil
+	// means no authentication: every request may do everything.
+	Auth *Verifier
+	// CORSOrigins are the origins ("https://app.example.com") whose
+	// browsers may call the API, credentials included. Empty means none:
+	// no CORS headers are sent.
+	CORSOrigins []string
 }
 
 // Handler serves the sselog API.
@@ -56,7 +65,14 @@ type Handler struct {
 	opts   Options
 	logger *slog.Logger
 	router *mux.Router
-	retry  []byte // the "retry:" line every stream starts with
+	root   http.Handler // router behind the CORS layer
+	retry  []byte       // the "retry:" line every stream starts with
+
+	// streams counts the streams running on connections taken over from
+	// net/http, which http.Server.Shutdown neither waits for nor closes.
+	streams sync.WaitGroup
+	connsMu sync.Mutex
+	conns   map[*connSink]struct{}
 }
 
 // NewHandler returns the API over log, with subscribers followed by hub.
@@ -79,7 +95,7 @@ func NewHandler(log *store.Log, hub *stream.Hub, opts Options) *Handler {
 	if opts.MaxBody <= 0 {
 		opts.MaxBody = DefaultMaxBody
 	}
-	h := &Handler{log: log, hub: hub, opts: opts, logger: opts.Logger, router: mux.NewRouter()}
+	h := &Handler{log: log, hub: hub, opts: opts, logger: opts.Logger, router: mux.NewRouter(), conns: make(map[*connSink]struct{})}
 	h.retry = []byte("retry: " + strconv.FormatInt(opts.Retry.Milliseconds(), 10) + "\n\n")
 
 	r := h.router
@@ -88,28 +104,52 @@ func NewHandler(log *store.Log, hub *stream.Hub, opts Options) *Handler {
 	// simply match no route.
 	r.SkipClean(true)
 	r.HandleFunc("/healthz", h.healthz).Methods(http.MethodGet, http.MethodHead)
-	r.HandleFunc("/v1/streams", h.listStreams).Methods(http.MethodGet)
-	r.HandleFunc("/v1/streams/{stream}/events", h.publish).Methods(http.MethodPost)
-	r.HandleFunc("/v1/streams/{stream}/events", h.subscribe).Methods(http.MethodGet)
-	r.HandleFunc("/v1/streams/{stream}/history", h.history).Methods(http.MethodGet)
-	r.HandleFunc("/v1/streams/{stream}", h.getStream).Methods(http.MethodGet)
-	r.HandleFunc("/v1/streams/{stream}", h.deleteStream).Methods(http.MethodDelete)
-	r.HandleFunc("/v1/streams/{stream}/retention", h.getRetention).Methods(http.MethodGet)
-	r.HandleFunc("/v1/streams/{stream}/retention", h.putRetention).Methods(http.MethodPut)
-	r.HandleFunc("/v1/streams/{stream}/retention", h.deleteRetention).Methods(http.MethodDelete)
-	r.HandleFunc("/v1/backup", h.backup).Methods(http.MethodGet)
+	// Every route but /healthz says what it needs from a token (auth.go).
+	r.HandleFunc("/v1/streams", h.authorize(needToken, h.listStreams)).Methods(http.MethodGet)
+	r.HandleFunc("/v1/streams/{stream}/events", h.authorize(needPublish, h.publish)).Methods(http.MethodPost)
+	r.HandleFunc("/v1/streams/{stream}/events", h.authorize(needSubscribe, h.subscribe)).Methods(http.MethodGet)
+	r.HandleFunc("/v1/streams/{stream}/history", h.authorize(needSubscribe, h.history)).Methods(http.MethodGet)
+	r.HandleFunc("/v1/streams/{stream}", h.authorize(needRead, h.getStream)).Methods(http.MethodGet)
+	r.HandleFunc("/v1/streams/{stream}", h.authorize(needAdmin, h.deleteStream)).Methods(http.MethodDelete)
+	r.HandleFunc("/v1/streams/{stream}/retention", h.authorize(needRead, h.getRetention)).Methods(http.MethodGet)
+	r.HandleFunc("/v1/streams/{stream}/retention", h.authorize(needAdmin, h.putRetention)).Methods(http.MethodPut)
+	r.HandleFunc("/v1/streams/{stream}/retention", h.authorize(needAdmin, h.deleteRetention)).Methods(http.MethodDelete)
+	r.HandleFunc("/v1/backup", h.authorize(needAdmin, h.backup)).Methods(http.MethodGet)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, errorf(http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, errorf(http.StatusMethodNotAllowed, "method %s not allowed on %s", r.Method, r.URL.Path))
 	})
+	// Preflights are answered before the router, which knows no OPTIONS.
+	h.root = withCORS(opts.CORSOrigins, r)
 	return h
+}
+
+// Drain waits for the SSE streams running on taken-over connections to end,
+// which they do once the hub is closed, each after a last retry hint. When
+// ctx ends first, it closes their connections and returns ctx's error.
+// Call it after http.Server.Shutdown, before closing the log.
+func (h *Handler) Drain(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { h.streams.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	h.connsMu.Lock()
+	for c := range h.conns {
+		c.conn.Close()
+	}
+	h.connsMu.Unlock()
+	<-done
+	return ctx.Err()
 }
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.router.ServeHTTP(w, r)
+	h.root.ServeHTTP(w, r)
 }
 
 func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
@@ -126,6 +166,7 @@ func (h *Handler) listStreams(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
+	streams = h.visibleStreams(r, streams)
 	if streams == nil {
 		streams = []store.StreamInfo{}
 	}

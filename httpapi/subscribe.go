@@ -1,8 +1,14 @@
 package httpapi
 
 import (
+	"bufio"
+	"context"
 	"errors"
+	"math/rand/v2"
+	"net"
 	"net/http"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -39,88 +45,312 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 	sub, err := h.hub.Subscribe(name, after, resume != "")
 	if errors.Is(err, stream.ErrClosed) {
 		// Shutting down. Any answer but 200 makes EventSource give up for
-		// good; an empty stream with the retry hint makes it come back.
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.Header().Set("Cache-Control", "no-cache")
+		// good; an empty stream with a retry hint makes it come back.
+		setStreamHeaders(w.Header())
 		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(h.retry)
+		_, _ = w.Write(h.retryLine(true))
 		return
 	}
 	if err != nil {
 		h.writeError(w, r, err)
 		return
 	}
-	defer sub.Close()
 
-	rc := http.NewResponseController(w)
-	hdr := w.Header()
+	// Over HTTP/1.1 the connection is taken over from net/http: the
+	// handler's goroutine (with the stack the router grew), net/http's
+	// buffers and its background reader are let go, and the stream runs on
+	// a fresh goroutine writing frames with writev. An idle subscriber
+	// then costs a few kilobytes instead of tens.
+	if hj, ok := w.(http.Hijacker); ok && r.ProtoMajor == 1 {
+		// Counted before the take-over: from then on Shutdown no longer
+		// waits for this connection, and Drain must.
+		h.streams.Add(1)
+		sink, err := h.hijack(w, hj)
+		if err != nil {
+			// The connection is in an unknown state: give up on it.
+			h.streams.Done()
+			sub.Close()
+			h.logger.Debug("taking over the connection failed", "stream", name, "err", err)
+			return
+		}
+		h.connsMu.Lock()
+		h.conns[sink] = struct{}{}
+		h.connsMu.Unlock()
+		go func() {
+			defer h.streams.Done()
+			defer sub.Close()
+			defer func() {
+				h.connsMu.Lock()
+				delete(h.conns, sink)
+				h.connsMu.Unlock()
+				sink.close()
+			}()
+			h.follow(sub, sink, name)
+		}()
+		return
+	}
+	defer sub.Close()
+	setStreamHeaders(w.Header())
+	w.WriteHeader(http.StatusOK)
+	sink := &responseSink{w: w, rc: http.NewResponseController(w), ctx: r.Context(), timeout: h.opts.WriteTimeout}
+	if err := sink.send([][]byte{h.retry}); err != nil {
+		return
+	}
+	h.follow(sub, sink, name)
+}
+
+func setStreamHeaders(hdr http.Header) {
 	hdr.Set("Content-Type", "text/event-stream")
 	hdr.Set("Cache-Control", "no-cache")
 	hdr.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
+}
 
-	timer := time.NewTimer(h.opts.Heartbeat)
-	defer timer.Stop()
-	// extend moves the write deadline: a subscriber is cut off when a
-	// write makes no progress for the write timeout, not when a long
-	// replay takes longer than that in total.
-	extend := func() bool {
-		err := rc.SetWriteDeadline(time.Now().Add(h.opts.WriteTimeout))
-		return err == nil || errors.Is(err, http.ErrNotSupported)
+// retryLine is the stream's first line; jittered, for a stream that ends
+// because the server is going away, so that its clients do not all come
+// back in the same instant.
+func (h *Handler) retryLine(jitter bool) []byte {
+	if !jitter {
+		return h.retry
 	}
-	// send writes chunks with one flush at the end, and reports whether the
-	// subscriber is still there.
-	send := func(chunks ...[]byte) bool {
-		if !extend() {
-			return false
+	ms := h.opts.Retry.Milliseconds()
+	ms += rand.Int64N(ms + 1)
+	return []byte("retry: " + strconv.FormatInt(ms, 10) + "\n\n")
+}
+
+// follow runs a subscription into sink until the subscriber goes, the
+// stream is deleted or the hub closes.
+//
+// A live stream wakes every subscriber for every commit, so the wait is
+// kept cheap: one select over two channels, and no timer touched per
+// event. The heartbeat timer fires once per interval and only then looks at
+// when the stream last sent anything; it and the subscriber's departure
+// both signal ctl.
+func (h *Handler) follow(sub *stream.Subscription, sink sseSink, name string) {
+	ctl := make(chan struct{}, 1)
+	signal := func() {
+		select {
+		case ctl <- struct{}{}:
+		default:
 		}
-		pending := 0
-		for _, c := range chunks {
-			if pending += len(c); pending > deadlineEvery {
-				if !extend() {
-					return false
-				}
-				pending = len(c)
-			}
-			if _, err := w.Write(c); err != nil {
-				h.logger.Debug("subscriber gone", "stream", name, "cursor", sub.Cursor(), "err", err)
-				return false
-			}
-		}
-		if err := rc.Flush(); err != nil {
-			h.logger.Debug("subscriber gone", "stream", name, "cursor", sub.Cursor(), "err", err)
-			return false
-		}
-		timer.Reset(h.opts.Heartbeat)
-		return true
 	}
-	if !send(h.retry) {
-		return
-	}
+	hb := time.AfterFunc(h.opts.Heartbeat, signal)
+	defer hb.Stop()
+	stopGone := sink.onGone(signal)
+	defer stopGone()
+	lastSend := time.Now()
 	for {
 		frames, wake, err := sub.Next()
 		if err != nil {
-			// Closed means shutting down; the client resumes elsewhere or
-			// later. Deleted means the reset that says so has been sent.
-			if !errors.Is(err, stream.ErrClosed) && !errors.Is(err, store.ErrClosed) && !errors.Is(err, stream.ErrDeleted) {
+			switch {
+			case errors.Is(err, stream.ErrClosed), errors.Is(err, store.ErrClosed):
+				// Shutting down: a last, jittered hint spreads the
+				// reconnections out.
+				_ = sink.send([][]byte{h.retryLine(true)})
+			case errors.Is(err, stream.ErrDeleted):
+				// The reset that says so has been sent.
+			default:
 				h.logger.Error("subscription failed", "stream", name, "cursor", sub.Cursor(), "err", err)
 			}
 			return
 		}
 		if len(frames) > 0 {
-			if !send(frames...) {
+			if err := sink.send(frames); err != nil {
+				h.logger.Debug("subscriber gone", "stream", name, "cursor", sub.Cursor(), "err", err)
 				return
 			}
+			lastSend = time.Now()
 			continue
 		}
 		select {
 		case <-wake:
-		case <-timer.C:
-			if !send(heartbeat) {
+		case <-ctl:
+			if sink.isGone() {
 				return
 			}
-		case <-r.Context().Done():
-			return
+			if idle := time.Since(lastSend); idle < h.opts.Heartbeat {
+				hb.Reset(h.opts.Heartbeat - idle)
+				continue
+			}
+			if err := sink.send([][]byte{heartbeat}); err != nil {
+				h.logger.Debug("subscriber gone", "stream", name, "cursor", sub.Cursor(), "err", err)
+				return
+			}
+			lastSend = time.Now()
+			hb.Reset(h.opts.Heartbeat)
 		}
 	}
+}
+
+// sseSink is where a stream's frames go.
+type sseSink interface {
+	// send writes the chunks and flushes them, moving the write deadline on
+	// as it goes: a subscriber is cut off when a write makes no progress
+	// for the write timeout, not when a long replay takes longer in total.
+	send(chunks [][]byte) error
+	// onGone arranges for fn to be called once the subscriber has
+	// disconnected; the returned func cancels that.
+	onGone(fn func()) (stop func())
+	// isGone reports whether the subscriber has disconnected.
+	isGone() bool
+}
+
+// responseSink streams through net/http: HTTP/2, or when the connection
+// cannot be taken over.
+type responseSink struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	ctx     context.Context
+	timeout time.Duration
+}
+
+func (s *responseSink) onGone(fn func()) func() {
+	stop := context.AfterFunc(s.ctx, fn)
+	return func() { stop() }
+}
+
+func (s *responseSink) isGone() bool { return s.ctx.Err() != nil }
+
+func (s *responseSink) extend() error {
+	err := s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
+	if errors.Is(err, http.ErrNotSupported) {
+		return nil
+	}
+	return err
+}
+
+func (s *responseSink) send(chunks [][]byte) error {
+	if err := s.extend(); err != nil {
+		return err
+	}
+	pending := 0
+	for _, c := range chunks {
+		if pending += len(c); pending > deadlineEvery {
+			if err := s.extend(); err != nil {
+				return err
+			}
+			pending = len(c)
+		}
+		if _, err := s.w.Write(c); err != nil {
+			return err
+		}
+	}
+	return s.rc.Flush()
+}
+
+// connSink streams on a hijacked HTTP/1.1 connection.
+type connSink struct {
+	conn     net.Conn
+	timeout  time.Duration
+	deadline time.Time // the write deadline set last
+	bufs     net.Buffers
+
+	mu     sync.Mutex
+	gone   bool   // set by the reader when the client goes
+	notify func() // called once when gone is set
+}
+
+// hijack takes the connection over and writes the response head and the
+// retry hint. The response is "Connection: close" with no length: the
+// stream ends when the connection does.
+func (h *Handler) hijack(w http.ResponseWriter, hj http.Hijacker) (*connSink, error) {
+	conn, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, err
+	}
+	hdr := w.Header().Clone()
+	setStreamHeaders(hdr)
+	hdr.Set("Connection", "close")
+	hdr.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	bw := bufio.NewWriterSize(conn, 512)
+	_, _ = bw.WriteString("HTTP/1.1 200 OK\r\n")
+	_ = hdr.Write(bw)
+	_, _ = bw.WriteString("\r\n")
+	_, _ = bw.Write(h.retry)
+	_ = conn.SetWriteDeadline(time.Now().Add(h.opts.WriteTimeout))
+	if err := bw.Flush(); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	s := &connSink{conn: conn, timeout: h.opts.WriteTimeout}
+	// Read what net/http had buffered and then the connection, only to
+	// see the client go: it has nothing more to send.
+	r := brw.Reader
+	go func() {
+		defer s.setGone()
+		var b [1]byte
+		for r.Buffered() > 0 {
+			if _, err := r.Read(b[:]); err != nil {
+				return
+			}
+		}
+		for {
+			if _, err := conn.Read(b[:]); err != nil {
+				return
+			}
+		}
+	}()
+	return s, nil
+}
+
+func (s *connSink) setGone() {
+	s.mu.Lock()
+	s.gone = true
+	fn := s.notify
+	s.mu.Unlock()
+	if fn != nil {
+		fn()
+	}
+}
+
+func (s *connSink) onGone(fn func()) func() {
+	s.mu.Lock()
+	gone := s.gone
+	s.notify = fn
+	s.mu.Unlock()
+	if gone {
+		fn()
+	}
+	return func() {
+		s.mu.Lock()
+		s.notify = nil
+		s.mu.Unlock()
+	}
+}
+
+func (s *connSink) isGone() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gone
+}
+
+func (s *connSink) close() { s.conn.Close() }
+
+func (s *connSink) send(chunks [][]byte) error {
+	// writev the frames as they are, shared with every other subscriber,
+	// in runs of about deadlineEvery bytes, one deadline each.
+	for len(chunks) > 0 {
+		n, size := 0, 0
+		for n < len(chunks) && (n == 0 || size+len(chunks[n]) <= deadlineEvery) {
+			size += len(chunks[n])
+			n++
+		}
+		// Moving the deadline is a timer operation per call: do it only once
+		// it is nearer than the timeout. A write is then cut off after
+		// between one and one and a half timeouts without progress.
+		if now := time.Now(); s.deadline.Sub(now) < s.timeout {
+			s.deadline = now.Add(s.timeout + s.timeout/2)
+			if err := s.conn.SetWriteDeadline(s.deadline); err != nil {
+				return err
+			}
+		}
+		s.bufs = append(s.bufs[:0], chunks[:n]...)
+		// WriteTo consumes the slice it is called on: keep s.bufs whole.
+		b := s.bufs
+		if _, err := b.WriteTo(s.conn); err != nil {
+			return err
+		}
+		chunks = chunks[n:]
+	}
+	clear(s.bufs[:cap(s.bufs)])
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -217,23 +218,43 @@ func TestClientGoneReleases(t *testing.T) {
 }
 
 // TestHubCloseEndsStreams checks the shutdown path: closing the hub ends
-// every open stream cleanly, and new subscribers are told to come back.
+// every open stream cleanly, each with a last retry hint jittered between
+// one and two retry intervals so that clients do not all come back at once,
+// and new subscribers are told to come back.
 func TestHubCloseEndsStreams(t *testing.T) {
 	s := newServer(t, httpapi.Options{Heartbeat: time.Hour}, stream.Options{})
-	c := s.dial(t, "/v1/streams/s/events", "")
-	if _, err := c.next(); err != nil {
-		t.Fatal(err)
+	var clients []*sseClient
+	for range 20 {
+		c := s.dial(t, "/v1/streams/s/events", "")
+		if _, err := c.next(); err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
 	}
+	waitFollowing(t, s, 1)
 	s.hub.Close()
-	if b, err := c.next(); !errors.Is(err, io.ErrUnexpectedEOF) {
-		t.Fatalf("after Hub.Close: %+v, %v; want the end of the stream", b, err)
+	hints := map[string]bool{}
+	for _, c := range clients {
+		b, err := c.next()
+		ms, _ := strconv.Atoi(b.Retry)
+		if err != nil || ms < 3000 || ms > 6000 || b.HasID || b.HasData {
+			t.Fatalf("after Hub.Close: %+v, %v; want a retry hint of 3000-6000 ms", b, err)
+		}
+		hints[b.Retry] = true
+		if b, err := c.next(); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("after the last hint: %+v, %v; want the end of the stream", b, err)
+		}
+	}
+	if len(hints) < 2 {
+		t.Fatalf("20 streams all got the same retry hint %v: no jitter", hints)
 	}
 	status, ct, body, err := s.do(http.MethodGet, "/v1/streams/s/events", "", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A non-200 answer would make EventSource stop reconnecting for good.
-	if status != http.StatusOK || ct != "text/event-stream" || string(body) != "retry: 3000\n\n" {
+	var ms int
+	if _, err := fmt.Sscanf(string(body), "retry: %d\n\n", &ms); status != http.StatusOK || ct != "text/event-stream" || err != nil || ms < 3000 || ms > 6000 {
 		t.Fatalf("subscribe after Hub.Close: status %d, %s, %q; want 200 with only the retry hint", status, ct, body)
 	}
 }

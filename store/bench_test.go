@@ -2,6 +2,8 @@ package store_test
 
 import (
 	"encoding/binary"
+	"flag"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -232,4 +234,50 @@ func BenchmarkAppendVsRaw(b *testing.B) {
 	b.ReportMetric(appendRate, "append/s")
 	b.ReportMetric(rawRate, "raw/s")
 	b.ReportMetric(100*appendRate/rawRate, "%of-raw")
+}
+
+var largeEvents = flag.Int("large-events", 5_000_000, "events in the database BenchmarkOpenLarge opens")
+
+// BenchmarkOpenLarge is start-up on a large database: Open (and the first
+// read a server makes, listing streams) must not scan the events. It builds
+// a database of -large-events events in batches first, which takes a while,
+// and then times Open, Streams and Close of it.
+func BenchmarkOpenLarge(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "large.db")
+	l, err := store.Open(path, store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	batch := make([]store.Event, 1000)
+	for i := range batch {
+		batch[i] = store.Event{Type: "page_view", Data: payload(i)}
+	}
+	for n := 0; n < *largeEvents; n += len(batch) {
+		if _, err := l.Append(b.Context(), []string{"a", "b", "c", "d"}[n/len(batch)%4], batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		b.Fatal(err)
+	}
+	if st, err := os.Stat(path); err == nil {
+		b.Logf("%d events, file %d MiB", *largeEvents, st.Size()>>20)
+	}
+	var worst time.Duration
+	for b.Loop() {
+		start := time.Now()
+		l, err := store.Open(path, store.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		streams, err := l.Streams()
+		if err != nil || len(streams) != 4 {
+			b.Fatalf("streams %v, %v", streams, err)
+		}
+		worst = max(worst, time.Since(start))
+		if err := l.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(worst.Microseconds())/1000, "worst-open-ms")
 }

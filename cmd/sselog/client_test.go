@@ -247,8 +247,9 @@ func TestGoSSEClientAcrossRestart(t *testing.T) {
 	checkConnecting()
 
 	mu.Lock()
-	if hints != 2 {
-		t.Errorf("client saw %d retry hints, want one per connection: 2", hints)
+	// One per connection, and the jittered one the stopping server sent.
+	if hints != 3 {
+		t.Errorf("client saw %d retry hints, want one per connection and one at shutdown: 3", hints)
 	}
 	mu.Unlock()
 	want := published[start+1:]

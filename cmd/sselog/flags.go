@@ -7,13 +7,19 @@ import (
 	"strings"
 )
 
-// parseWithEnv parses args into fs after taking each flag's value from the
-// environment variable SSELOG_<NAME> (upper case, dashes as underscores)
-// when set, so that command-line flags override the environment.
+// parseWithEnv parses args into fs, then sets each flag the command line
+// left alone from the environment variable SSELOG_<NAME> (upper case,
+// dashes as underscores) when set: command-line flags override the
+// environment, repeatable ones included.
 func parseWithEnv(fs *flag.FlagSet, args []string, lookup func(string) (string, bool)) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	onCommandLine := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if err != nil {
+		if err != nil || onCommandLine[f.Name] {
 			return
 		}
 		key := "SSELOG_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
@@ -23,10 +29,22 @@ func parseWithEnv(fs *flag.FlagSet, args []string, lookup func(string) (string, 
 			}
 		}
 	})
-	if err != nil {
-		return err
+	return err
+}
+
+// stringList is a repeatable flag: each use adds its comma-separated
+// values.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(s string) error {
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l = append(*l, v)
+		}
 	}
-	return fs.Parse(args)
+	return nil
 }
 
 // byteSize is a flag value in bytes that accepts a unit suffix.

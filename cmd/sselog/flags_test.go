@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -33,25 +34,34 @@ func TestParseWithEnv(t *testing.T) {
 		retainInterval: retention.DefaultInterval,
 	}
 	allEnv := map[string]string{
-		"SSELOG_ADDR":            "0.0.0.0:9000",
-		"SSELOG_DB":              "/var/lib/sselog/e.db",
-		"SSELOG_RETRY":           "5s",
-		"SSELOG_HEARTBEAT":       "7s",
-		"SSELOG_WRITE_TIMEOUT":   "9s",
-		"SSELOG_READ_TIMEOUT":    "11s",
-		"SSELOG_MAX_BODY":        "2MiB",
-		"SSELOG_LOG_LEVEL":       "debug",
-		"SSELOG_LOG_FORMAT":      "json",
-		"SSELOG_RETAIN_AGE":      "24h",
-		"SSELOG_RETAIN_EVENTS":   "1000",
-		"SSELOG_RETAIN_BYTES":    "1GiB",
-		"SSELOG_RETAIN_INTERVAL": "30s",
+		"SSELOG_ADDR":             "0.0.0.0:9000",
+		"SSELOG_DB":               "/var/lib/sselog/e.db",
+		"SSELOG_RETRY":            "5s",
+		"SSELOG_HEARTBEAT":        "7s",
+		"SSELOG_WRITE_TIMEOUT":    "9s",
+		"SSELOG_READ_TIMEOUT":     "11s",
+		"SSELOG_MAX_BODY":         "2MiB",
+		"SSELOG_LOG_LEVEL":        "debug",
+		"SSELOG_LOG_FORMAT":       "json",
+		"SSELOG_RETAIN_AGE":       "24h",
+		"SSELOG_RETAIN_EVENTS":    "1000",
+		"SSELOG_RETAIN_BYTES":     "1GiB",
+		"SSELOG_RETAIN_INTERVAL":  "30s",
+		"SSELOG_JWT_SECRET_FILE":  "/etc/sselog/secret",
+		"SSELOG_JWT_PUBLIC_KEY":   "/etc/sselog/key.pem",
+		"SSELOG_INSECURE_NO_AUTH": "true",
+		"SSELOG_CORS_ORIGIN":      "https://a.example, https://b.example",
+		"SSELOG_TLS_CERT":         "/etc/sselog/cert.pem",
+		"SSELOG_TLS_KEY":          "/etc/sselog/tls.key",
 	}
 	fromEnv := serveConfig{
 		addr: "0.0.0.0:9000", db: "/var/lib/sselog/e.db",
 		retry: 5 * time.Second, heartbeat: 7 * time.Second, writeTimeout: 9 * time.Second,
 		readTimeout: 11 * time.Second, maxBody: 2 << 20, logLevel: slog.LevelDebug, logFormat: "json",
 		retainAge: 24 * time.Hour, retainEvents: 1000, retainBytes: 1 << 30, retainInterval: 30 * time.Second,
+		jwtSecretFile: "/etc/sselog/secret", jwtPublicKey: "/etc/sselog/key.pem", insecureNoAuth: true,
+		corsOrigins: stringList{"https://a.example", "https://b.example"},
+		tlsCert:     "/etc/sselog/cert.pem", tlsKey: "/etc/sselog/tls.key",
 	}
 	tests := []struct {
 		name    string
@@ -69,11 +79,14 @@ func TestParseWithEnv(t *testing.T) {
 				"--addr", "127.0.0.1:1", "--db", "f.db", "--retry", "1s", "--heartbeat", "2s",
 				"--write-timeout", "3s", "--read-timeout", "4s", "--max-body", "512KiB", "--log-level", "warn", "--log-format", "text",
 				"--retain-age", "0", "--retain-events", "0", "--retain-bytes", "0", "--retain-interval", "5s",
+				"--jwt-secret-file", "s", "--jwt-public-key", "k.pem", "--insecure-no-auth=false", "--cors-origin", "https://c.example",
+				"--tls-cert", "c.pem", "--tls-key", "c.key",
 			},
 			want: serveConfig{
 				addr: "127.0.0.1:1", db: "f.db", retry: time.Second, heartbeat: 2 * time.Second,
 				writeTimeout: 3 * time.Second, readTimeout: 4 * time.Second, maxBody: 512 << 10, logLevel: slog.LevelWarn, logFormat: "text",
 				retainInterval: 5 * time.Second,
+				jwtSecretFile:  "s", jwtPublicKey: "k.pem", corsOrigins: stringList{"https://c.example"}, tlsCert: "c.pem", tlsKey: "c.key",
 			},
 		},
 		{
@@ -87,6 +100,32 @@ func TestParseWithEnv(t *testing.T) {
 			env:  map[string]string{"SSELOG_NOPE": "1", "ADDR": "x", "MAX_BODY": "x", "sselog_addr": "x"},
 			want: defaults,
 		},
+		{
+			name: "repeated flag adds",
+			args: []string{"--cors-origin", "https://a.example", "--cors-origin", "https://b.example,https://c.example"},
+			want: func() serveConfig {
+				c := defaults
+				c.corsOrigins = stringList{"https://a.example", "https://b.example", "https://c.example"}
+				return c
+			}(),
+		},
+		{
+			name: "repeated flag on the command line replaces the environment's",
+			env:  allEnv,
+			args: []string{"--cors-origin", "https://c.example", "--insecure-no-auth=false"},
+			want: func() serveConfig {
+				c := fromEnv
+				c.corsOrigins, c.insecureNoAuth = stringList{"https://c.example"}, false
+				return c
+			}(),
+		},
+		{
+			name: "a flag on the command line overrides a bad environment value",
+			env:  map[string]string{"SSELOG_MAX_BODY": "lots"},
+			args: []string{"--max-body", "2MiB"},
+			want: func() serveConfig { c := defaults; c.maxBody = 2 << 20; return c }(),
+		},
+		{name: "bad bool in the environment", env: map[string]string{"SSELOG_INSECURE_NO_AUTH": "maybe"}, wantErr: "SSELOG_INSECURE_NO_AUTH"},
 		{name: "bad size in the environment", env: map[string]string{"SSELOG_MAX_BODY": "lots"}, wantErr: "SSELOG_MAX_BODY"},
 		{name: "bad duration in the environment", env: map[string]string{"SSELOG_RETRY": "soon"}, wantErr: "SSELOG_RETRY"},
 		{name: "bad level in the environment", env: map[string]string{"SSELOG_LOG_LEVEL": "loud"}, wantErr: "SSELOG_LOG_LEVEL"},
@@ -108,7 +147,7 @@ func TestParseWithEnv(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if *c != tt.want {
+			if !reflect.DeepEqual(*c, tt.want) {
 				t.Errorf("config\n got %+v\nwant %+v", *c, tt.want)
 			}
 		})
@@ -201,6 +240,17 @@ func TestRunCommandLine(t *testing.T) {
 		{name: "zero retain interval", args: serve("--retain-interval", "0s"), wantErr: "--retain-interval must be positive"},
 		{name: "bad retain bytes", args: serve("--retain-bytes", "-5"), wantErr: "invalid size"},
 		{name: "bad retain events", args: serve("--retain-events", "many"), wantErr: "retain-events"},
+		{name: "tls cert without key", args: serve("--tls-cert", "c.pem"), wantErr: "--tls-cert and --tls-key go together"},
+		{name: "tls key without cert", args: serve("--tls-key", "c.key"), wantErr: "--tls-cert and --tls-key go together"},
+		{name: "missing tls files", args: serve("--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/c.key"), wantErr: "no such file"},
+		{name: "secret and public key", args: serve("--jwt-secret-file", "s", "--jwt-public-key", "k.pem"), wantErr: "exclude each other"},
+		{name: "missing secret file", args: serve("--jwt-secret-file", "/nonexistent/secret"), wantErr: "--jwt-secret-file: open /nonexistent/secret"},
+		{name: "missing public key file", args: serve("--jwt-public-key", "/nonexistent/k.pem"), wantErr: "--jwt-public-key: open /nonexistent/k.pem"},
+		{name: "wildcard origin", args: serve("--cors-origin", "*"), wantErr: "no wildcard"},
+		{name: "origin with a path", args: serve("--cors-origin", "https://app.example.com/app"), wantErr: "want an origin"},
+		{name: "origin without a scheme", args: serve("--cors-origin", "app.example.com"), wantErr: "want an origin"},
+		{name: "all interfaces without a key", args: serve("--addr", "0.0.0.0:0"), wantErr: "--insecure-no-auth"},
+		{name: "no host without a key", args: serve("--addr", ":0"), wantErr: "not a loopback address"},
 		// A stray word ends flag parsing: "1 MiB" would silently drop every
 		// flag after it.
 		{name: "stray argument", args: serve("--max-body", "1", "MiB", "--retry", "1s"), wantErr: `unexpected argument "MiB"`},

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,8 +12,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/sselog/sselog/httpapi"
@@ -41,6 +46,13 @@ type serveConfig struct {
 	retainInterval time.Duration
 
 	pprof string
+
+	jwtSecretFile  string
+	jwtPublicKey   string
+	insecureNoAuth bool
+	corsOrigins    stringList
+	tlsCert        string
+	tlsKey         string
 }
 
 func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
@@ -61,6 +73,12 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.pprof, "pprof", "", "serve Go's profiling endpoints (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (off when empty; never expose it)")
+	fs.StringVar(&c.jwtSecretFile, "jwt-secret-file", "", "file holding the HMAC secret that signs bearer tokens (HS256/384/512; at least 32 bytes; a trailing newline is ignored)")
+	fs.StringVar(&c.jwtPublicKey, "jwt-public-key", "", "PEM file with the public key that verifies bearer tokens (RSA: RS*/PS*, ECDSA: ES*, Ed25519: EdDSA)")
+	fs.BoolVar(&c.insecureNoAuth, "insecure-no-auth", false, "serve without tokens on a non-loopback address: anyone who can connect may do anything")
+	fs.Var(&c.corsOrigins, "cors-origin", "origin allowed to call the API from a browser, with credentials, e.g. https://app.example.com (repeatable, or comma-separated)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate (chain) file: serve HTTPS and HTTP/2 (with --tls-key)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key file for --tls-cert")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: sselog serve [flags]\n\nEvery flag can also be set by environment, as SSELOG_<FLAG> (SSELOG_ADDR, SSELOG_MAX_BODY, ...); flags win.\n\n")
 		fs.PrintDefaults()
@@ -91,6 +109,26 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errors.New("--retain-age must not be negative (0 means no age limit)")
 	}
 	limits := retention.Limits{MaxAge: c.retainAge, MaxEvents: c.retainEvents, MaxBytes: uint64(c.retainBytes)}
+	// Security settings are checked before anything touches the disk.
+	verifier, err := loadVerifier(c.jwtSecretFile, c.jwtPublicKey)
+	if err != nil {
+		return err
+	}
+	if verifier == nil {
+		if err := checkAnonymous(c.addr, c.insecureNoAuth, logger); err != nil {
+			return err
+		}
+	} else if c.insecureNoAuth {
+		return errors.New("--insecure-no-auth contradicts --jwt-secret-file or --jwt-public-key: give one or the other")
+	}
+	origins, err := checkOrigins(c.corsOrigins)
+	if err != nil {
+		return err
+	}
+	tlsConfig, err := loadTLS(c.tlsCert, c.tlsKey)
+	if err != nil {
+		return err
+	}
 
 	if dir := filepath.Dir(c.db); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -110,6 +148,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ReadTimeout:  c.readTimeout,
 		MaxBody:      int64(c.maxBody),
 		Retention:    limits,
+		Auth:         verifier,
+		CORSOrigins:  origins,
 	})
 	worker := retention.New(log, retention.Options{Defaults: limits, Interval: c.retainInterval, Logger: logger})
 	workerCtx, stopWorker := context.WithCancel(context.Background())
@@ -147,10 +187,22 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer stopProfiling()
 	}
+	scheme := "http"
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	logger.Info("serving", "addr", ln.Addr().String(), "db", c.db, "last_id", log.LastID())
-	fmt.Fprintf(stdout, "sselog serving on http://%s\n", ln.Addr())
+	if tlsConfig != nil {
+		// ServeTLS also serves HTTP/2, offered first in NextProtos.
+		scheme = "https"
+		srv.TLSConfig = tlsConfig
+		go func() { served <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { served <- srv.Serve(ln) }()
+	}
+	auth := "none"
+	if verifier != nil {
+		auth = strings.Join(verifier.Algorithms(), ",")
+	}
+	logger.Info("serving", "addr", ln.Addr().String(), "scheme", scheme, "auth", auth, "cors_origins", origins, "db", c.db, "last_id", log.LastID())
+	fmt.Fprintf(stdout, "sselog serving on %s://%s\n", scheme, ln.Addr())
 
 	var serveErr error
 	select {
@@ -168,6 +220,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := srv.Shutdown(shutCtx); err != nil {
 		logger.Warn("shutdown incomplete", "err", err)
 		srv.Close()
+	}
+	// SSE streams run on connections taken over from the server, which
+	// Shutdown does not wait for: each ends after a last retry hint.
+	if err := handler.Drain(shutCtx); err != nil {
+		logger.Warn("subscribers cut off at the shutdown limit", "err", err)
 	}
 	// A pass stops between chunks: every trim it committed is whole.
 	stopWorker()
@@ -211,4 +268,106 @@ func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, erro
 	default:
 		return nil, fmt.Errorf("--log-format must be text or json, not %q", format)
 	}
+}
+
+// loadVerifier reads the token key named by --jwt-secret-file or
+// --jwt-public-key; nil when neither is set.
+func loadVerifier(secretFile, publicKeyFile string) (*httpapi.Verifier, error) {
+	var key any
+	var flagName, file string
+	switch {
+	case secretFile != "" && publicKeyFile != "":
+		return nil, errors.New("--jwt-secret-file and --jwt-public-key exclude each other: give one")
+	case secretFile != "":
+		flagName, file = "--jwt-secret-file", secretFile
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", flagName, err)
+		}
+		// Files written with echo end in a newline that is no part of the
+		// secret.
+		key = bytes.TrimRight(b, "\r\n")
+	case publicKeyFile != "":
+		flagName, file = "--jwt-public-key", publicKeyFile
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", flagName, err)
+		}
+		if key, err = httpapi.ParsePublicKey(b); err != nil {
+			return nil, fmt.Errorf("%s %s: %w", flagName, file, err)
+		}
+	default:
+		return nil, nil
+	}
+	v, err := httpapi.NewVerifier(httpapi.VerifierOptions{Key: key})
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", flagName, file, err)
+	}
+	return v, nil
+}
+
+// checkAnonymous decides whether a server without a token key may listen
+// on addr: on a loopback address it may; elsewhere only with
+// --insecure-no-auth, which is logged as a warning.
+func checkAnonymous(addr string, insecure bool, logger *slog.Logger) error {
+	if isLoopback(addr) {
+		logger.Info("no --jwt-secret-file or --jwt-public-key: anonymous access, on a loopback address")
+		return nil
+	}
+	if !insecure {
+		return fmt.Errorf("--addr %s is not a loopback address, and no token key is set: give --jwt-secret-file or --jwt-public-key, or --insecure-no-auth to let anyone who can connect publish, read, delete and back up everything", addr)
+	}
+	logger.Warn("--insecure-no-auth: serving without authentication on a non-loopback address; anyone who can connect may publish, read, delete streams and download backups", "addr", addr)
+	return nil
+}
+
+// isLoopback reports whether addr's host is "localhost" or a loopback IP
+// (127.0.0.0/8, ::1, or IPv4 loopback mapped into IPv6). An empty host
+// listens on every interface, and a host name other than localhost might
+// resolve anywhere: neither is loopback.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// checkOrigins checks each --cors-origin is an origin, scheme://host[:port]
+// with nothing after it, and returns them.
+func checkOrigins(list []string) ([]string, error) {
+	for _, o := range list {
+		if o == "*" || o == "null" {
+			return nil, fmt.Errorf("--cors-origin %q: name each origin (credentials are allowed, so there is no wildcard)", o)
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || strings.Contains(u.Host, "*") {
+			return nil, fmt.Errorf("--cors-origin %q: want an origin such as https://app.example.com or http://localhost:3000", o)
+		}
+	}
+	return list, nil
+}
+
+// loadTLS reads the certificate and key for HTTPS; nil when neither is set.
+func loadTLS(certFile, keyFile string) (*tls.Config, error) {
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("--tls-cert and --tls-key go together: give both or neither")
+	}
+	if certFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert %s, --tls-key %s: %w", certFile, keyFile, err)
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+		NextProtos:   []string{"h2", "http/1.1"},
+	}, nil
 }
