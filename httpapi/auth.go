@@ -111,6 +111,8 @@ type Verifier struct {
 	key     any
 	methods []string
 	parser  *jwt.Parser
+	leeway  time.Duration
+	now     func() time.Time
 }
 
 // NewVerifier returns a Verifier for opts.Key, or ErrInvalidKey.
@@ -128,7 +130,7 @@ func NewVerifier(opts VerifierOptions) (*Verifier, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	v := &Verifier{key: opts.Key, methods: methods}
+	v := &Verifier{key: opts.Key, methods: methods, leeway: opts.Leeway, now: opts.Now}
 	v.parser = jwt.NewParser(
 		jwt.WithValidMethods(methods),
 		jwt.WithExpirationRequired(),
@@ -222,6 +224,9 @@ type grants struct {
 	Publish   []string `json:"publish"`
 	Subscribe []string `json:"subscribe"`
 	Admin     bool     `json:"admin"`
+	// until is when the token stops being accepted (its exp plus the
+	// leeway): an SSE stream opened with it ends then.
+	until time.Time
 }
 
 // UnmarshalJSON decodes grants strictly: an unknown field (a misspelt
@@ -316,7 +321,21 @@ func (v *Verifier) verify(token string) (*grants, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
 	}
-	return &c.Sselog, nil
+	g := &c.Sselog
+	if c.ExpiresAt != nil {
+		g.until = c.ExpiresAt.Add(v.leeway)
+	}
+	return g, nil
+}
+
+// tokenLifetime is how much longer the request's token is accepted, or
+// zero for a request without one (no authentication).
+func (h *Handler) tokenLifetime(r *http.Request) (time.Duration, bool) {
+	g, ok := r.Context().Value(grantsKey{}).(*grants)
+	if !ok || h.opts.Auth == nil || g.until.IsZero() {
+		return 0, false
+	}
+	return g.until.Sub(h.opts.Auth.now()), true
 }
 
 // access is what an endpoint needs from a token.

@@ -734,3 +734,35 @@ func TestParsePublicKey(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthStreamEndsWithToken: an SSE stream lives no longer than the token
+// that opened it (its exp plus the leeway): then it ends with a retry hint,
+// so the client comes back with a fresh token or is refused.
+func TestAuthStreamEndsWithToken(t *testing.T) {
+	v, err := httpapi.NewVerifier(httpapi.VerifierOptions{Key: testSecret, Leeway: -1, Now: func() time.Time { return authNow }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newServer(t, httpapi.Options{Auth: v, Heartbeat: time.Hour}, stream.Options{})
+	tok := sign(t, jwt.SigningMethodHS256, testSecret, jwt.MapClaims{
+		"exp": authNow.Add(time.Second).Unix(), "sselog": grant{Subscribe: []string{"s"}, Publish: []string{"s"}},
+	})
+	c, status, body := s.dialWith(t, "/v1/streams/s/events", bearer(tok))
+	if c == nil {
+		t.Fatalf("subscribe: %d %s", status, body)
+	}
+	start := time.Now()
+	if b, err := c.next(); err != nil || b.Retry != "3000" {
+		t.Fatalf("first block %+v, %v; want the retry hint", b, err)
+	}
+	b, err := c.next()
+	if err != nil || b.Retry == "" || b.HasData {
+		t.Fatalf("at expiry: %+v, %v; want a last retry hint", b, err)
+	}
+	if b, err := c.next(); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("after the last hint: %+v, %v; want the end of the stream", b, err)
+	}
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Fatalf("stream ended after %v, before its token expired", d)
+	}
+}

@@ -56,6 +56,11 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// A stream lives no longer than the token that opened it: then it ends
+	// with a retry hint, and the client comes back with a fresh token (a
+	// renewed cookie, say) or is refused.
+	lifetime, limited := h.tokenLifetime(r)
+
 	// Over HTTP/1.1 the connection is taken over from net/http: the
 	// handler's goroutine (with the stack the router grew), net/http's
 	// buffers and its background reader are let go, and the stream runs on
@@ -85,7 +90,7 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 				h.connsMu.Unlock()
 				sink.close()
 			}()
-			h.follow(sub, sink, name)
+			h.follow(sub, sink, name, lifetime, limited)
 		}()
 		return
 	}
@@ -96,7 +101,7 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 	if err := sink.send([][]byte{h.retry}); err != nil {
 		return
 	}
-	h.follow(sub, sink, name)
+	h.follow(sub, sink, name, lifetime, limited)
 }
 
 func setStreamHeaders(hdr http.Header) {
@@ -125,7 +130,7 @@ func (h *Handler) retryLine(jitter bool) []byte {
 // event. The heartbeat timer fires once per interval and only then looks at
 // when the stream last sent anything; it and the subscriber's departure
 // both signal ctl.
-func (h *Handler) follow(sub *stream.Subscription, sink sseSink, name string) {
+func (h *Handler) follow(sub *stream.Subscription, sink sseSink, name string, lifetime time.Duration, limited bool) {
 	ctl := make(chan struct{}, 1)
 	signal := func() {
 		select {
@@ -137,6 +142,11 @@ func (h *Handler) follow(sub *stream.Subscription, sink sseSink, name string) {
 	defer hb.Stop()
 	stopGone := sink.onGone(signal)
 	defer stopGone()
+	var expired chan struct{}
+	if limited {
+		expired = make(chan struct{})
+		defer time.AfterFunc(lifetime, func() { close(expired) }).Stop()
+	}
 	lastSend := time.Now()
 	for {
 		frames, wake, err := sub.Next()
@@ -159,10 +169,21 @@ func (h *Handler) follow(sub *stream.Subscription, sink sseSink, name string) {
 				return
 			}
 			lastSend = time.Now()
+			if expired != nil {
+				select {
+				case <-expired:
+					_ = sink.send([][]byte{h.retryLine(true)})
+					return
+				default:
+				}
+			}
 			continue
 		}
 		select {
 		case <-wake:
+		case <-expired:
+			_ = sink.send([][]byte{h.retryLine(true)})
+			return
 		case <-ctl:
 			if sink.isGone() {
 				return
