@@ -45,6 +45,8 @@ func errorStatus(err error) int {
 		return http.StatusForbidden
 	case errors.Is(err, store.ErrStreamNotFound):
 		return http.StatusNotFound
+	case errors.Is(err, store.ErrTooManyStreams):
+		return http.StatusTooManyRequests
 	case errors.Is(err, store.ErrClosed), errors.Is(err, stream.ErrClosed):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, store.ErrWrite):

@@ -49,6 +49,12 @@ type Options struct {
 	// Retention is the server's default retention, shown with each
 	// stream's override.
 	Retention retention.Limits
+	// MaxSubscribers caps the open SSE streams; MaxSubscribersPerIP caps
+	// them per client address. A subscriber over a limit is answered 200
+	// with only a jittered retry hint, so that EventSource comes back
+	// later rather than giving up. Zero means no limit.
+	MaxSubscribers      int
+	MaxSubscribersPerIP int
 	// Auth checks bearer tokens and what they grant (see auth.go). Nil
 	// means no authentication: every request may do everything.
 	Auth *Verifier
@@ -73,6 +79,10 @@ type Handler struct {
 	streams sync.WaitGroup
 	connsMu sync.Mutex
 	conns   map[*connSink]struct{}
+
+	slotsMu sync.Mutex
+	slots   int            // open SSE streams
+	slotsIP map[string]int // open SSE streams per client address
 }
 
 // NewHandler returns the API over log, with subscribers followed by hub.
@@ -95,7 +105,7 @@ func NewHandler(log *store.Log, hub *stream.Hub, opts Options) *Handler {
 	if opts.MaxBody <= 0 {
 		opts.MaxBody = DefaultMaxBody
 	}
-	h := &Handler{log: log, hub: hub, opts: opts, logger: opts.Logger, router: mux.NewRouter(), conns: make(map[*connSink]struct{})}
+	h := &Handler{log: log, hub: hub, opts: opts, logger: opts.Logger, router: mux.NewRouter(), conns: make(map[*connSink]struct{}), slotsIP: make(map[string]int)}
 	h.retry = []byte("retry: " + strconv.FormatInt(opts.Retry.Milliseconds(), 10) + "\n\n")
 
 	r := h.router

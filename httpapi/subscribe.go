@@ -42,7 +42,22 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		}
 		after = id
 	}
+	release, ok := h.takeSlot(r)
+	if !ok {
+		// Over a limit. Any answer but 200 makes EventSource give up for
+		// good; an empty stream with a jittered retry hint makes it come
+		// back later, spread out.
+		h.logger.Debug("subscriber over the limit", "stream", name, "remote", r.RemoteAddr)
+		w.Header().Set("Connection", "close")
+		setStreamHeaders(w.Header())
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(h.retryLine(true))
+		return
+	}
 	sub, err := h.hub.Subscribe(name, after, resume != "")
+	if err != nil {
+		release()
+	}
 	if errors.Is(err, stream.ErrClosed) {
 		// Shutting down. Any answer but 200 makes EventSource give up for
 		// good; an empty stream with a retry hint makes it come back.
@@ -75,6 +90,7 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 			// The connection is in an unknown state: give up on it.
 			h.streams.Done()
 			sub.Close()
+			release()
 			h.logger.Debug("taking over the connection failed", "stream", name, "err", err)
 			return
 		}
@@ -83,6 +99,7 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		h.connsMu.Unlock()
 		go func() {
 			defer h.streams.Done()
+			defer release()
 			defer sub.Close()
 			defer func() {
 				h.connsMu.Lock()
@@ -94,6 +111,7 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		}()
 		return
 	}
+	defer release()
 	defer sub.Close()
 	setStreamHeaders(w.Header())
 	w.WriteHeader(http.StatusOK)
@@ -102,6 +120,34 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.follow(sub, sink, name, lifetime, limited)
+}
+
+// takeSlot counts an SSE stream against the subscriber limits, and reports
+// false when it is over one. release gives the slot back.
+func (h *Handler) takeSlot(r *http.Request) (release func(), ok bool) {
+	if h.opts.MaxSubscribers <= 0 && h.opts.MaxSubscribersPerIP <= 0 {
+		return func() {}, true
+	}
+	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		ip = r.RemoteAddr
+	}
+	h.slotsMu.Lock()
+	defer h.slotsMu.Unlock()
+	if h.opts.MaxSubscribers > 0 && h.slots >= h.opts.MaxSubscribers ||
+		h.opts.MaxSubscribersPerIP > 0 && h.slotsIP[ip] >= h.opts.MaxSubscribersPerIP {
+		return nil, false
+	}
+	h.slots++
+	h.slotsIP[ip]++
+	return sync.OnceFunc(func() {
+		h.slotsMu.Lock()
+		defer h.slotsMu.Unlock()
+		h.slots--
+		if h.slotsIP[ip]--; h.slotsIP[ip] == 0 {
+			delete(h.slotsIP, ip)
+		}
+	}), true
 }
 
 func setStreamHeaders(hdr http.Header) {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +37,9 @@ var (
 	// of the failed transaction is stored or visible, and later writes may
 	// succeed. Callers may retry.
 	ErrWrite = errors.New("write to the database failed")
+	// ErrTooManyStreams is returned by Append for a new stream when the
+	// log already holds Options.MaxStreams streams.
+	ErrTooManyStreams = errors.New("too many streams")
 )
 
 // Options configures Open. The zero value is ready to use.
@@ -58,6 +62,10 @@ type Options struct {
 	// QueueLen is how many appends may wait for the writer before Append
 	// blocks. Zero means DefaultQueueLen.
 	QueueLen int
+	// MaxStreams caps how many streams the log holds: an Append that would
+	// create one more fails with ErrTooManyStreams. Deleting a stream makes
+	// room. Zero means no limit.
+	MaxStreams int
 }
 
 // Log is the durable event log. It is safe for concurrent use.
@@ -73,6 +81,11 @@ type Log struct {
 	queue   chan *appendReq
 	done    chan struct{} // closed when the writer has exited
 
+	// live holds the names of the streams that exist (not deleted), for
+	// MaxStreams. Owned by the writer once Open returns.
+	live   map[string]struct{}
+	maxStr int
+
 	hooks    atomic.Pointer[[]func([]Event)]
 	delHooks atomic.Pointer[[]func(stream string, lowWater ID)]
 	last     atomic.Pointer[ID] // newest committed id
@@ -83,6 +96,8 @@ type appendReq struct {
 	events []Event
 	size   int
 	err    chan error // buffered; the writer's one answer
+	// refused is set by the writer for a request it does not commit.
+	refused error
 	// del makes the request a deletion of stream, committed alone and
 	// answered with the stream's final low-water mark in lowWater.
 	del      bool
@@ -165,6 +180,8 @@ func Open(path string, opts Options) (_ *Log, err error) {
 		maxGrp: opts.MaxGroupBytes,
 		queue:  make(chan *appendReq, opts.QueueLen),
 		done:   make(chan struct{}),
+		live:   make(map[string]struct{}),
+		maxStr: opts.MaxStreams,
 	}
 	var last ID
 	err = db.Update(func(tx *bolt.Tx) error {
@@ -172,6 +189,15 @@ func Open(path string, opts Options) (_ *Log, err error) {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
+		}
+		// One entry per stream, not per event: cheap even for a large log.
+		if err := tx.Bucket(bucketStreams).ForEach(func(k, v []byte) error {
+			if !decodeCounters(v).Deleted {
+				l.live[string(k)] = struct{}{}
+			}
+			return nil
+		}); err != nil {
+			return err
 		}
 		meta := tx.Bucket(bucketMeta)
 		if v := meta.Get(keyVersion); v == nil {
@@ -332,9 +358,13 @@ func (l *Log) writer(gen *generator) {
 			arena = make([]byte, 0, size)
 		}
 		arena = arena[:0]
+		created := l.admit(group)
 		err := l.db.Update(func(tx *bolt.Tx) error {
 			var last ID
 			for _, r := range group {
+				if r.refused != nil {
+					continue
+				}
 				for i := range r.events {
 					r.events[i].ID = gen.next()
 				}
@@ -343,6 +373,9 @@ func (l *Log) writer(gen *generator) {
 					return err
 				}
 			}
+			if last.IsZero() {
+				return nil // every request was refused: nothing to commit
+			}
 			return tx.Bucket(bucketMeta).Put(keyLastID, last[:])
 		})
 		if err != nil {
@@ -350,18 +383,55 @@ func (l *Log) writer(gen *generator) {
 			err = fmt.Errorf("append: %w: %w", ErrWrite, err)
 		} else {
 			for _, r := range group {
-				batch = append(batch, r.events...)
+				if r.refused == nil {
+					batch = append(batch, r.events...)
+				}
 			}
-			last := batch[len(batch)-1].ID
-			l.last.Store(&last)
-			for _, fn := range *l.hooks.Load() {
-				fn(batch)
+			for _, name := range created {
+				l.live[name] = struct{}{}
+			}
+			if len(batch) > 0 {
+				last := batch[len(batch)-1].ID
+				l.last.Store(&last)
+				for _, fn := range *l.hooks.Load() {
+					fn(batch)
+				}
 			}
 		}
 		for _, r := range group {
-			r.err <- err
+			if r.refused != nil {
+				r.err <- r.refused
+			} else {
+				r.err <- err
+			}
 		}
 	}
+}
+
+// admit refuses, with ErrTooManyStreams, the requests of a group that
+// would create a stream beyond MaxStreams, and returns the streams the rest
+// create.
+func (l *Log) admit(group []*appendReq) (created []string) {
+	for _, r := range group {
+		r.refused = nil
+		if _, ok := l.live[r.stream]; ok || l.maxStr <= 0 || slices.Contains(created, r.stream) {
+			continue
+		}
+		if len(l.live)+len(created) >= l.maxStr {
+			r.refused = fmt.Errorf("%w: the limit is %d; delete one to make room", ErrTooManyStreams, l.maxStr)
+			continue
+		}
+		created = append(created, r.stream)
+	}
+	if l.maxStr <= 0 {
+		// Without a limit the set is still kept, for when one is set.
+		for _, r := range group {
+			if _, ok := l.live[r.stream]; !ok && !slices.Contains(created, r.stream) {
+				created = append(created, r.stream)
+			}
+		}
+	}
+	return created
 }
 
 func countEvents(group []*appendReq) int {

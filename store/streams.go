@@ -148,6 +148,7 @@ func (l *Log) commitDelete(r *appendReq) {
 		return st.Put(name, counters{LowWater: c.LowWater, Deleted: true}.encode())
 	})
 	if err == nil {
+		delete(l.live, r.stream)
 		for _, fn := range *l.delHooks.Load() {
 			fn(r.stream, r.lowWater)
 		}

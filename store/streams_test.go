@@ -447,3 +447,57 @@ func TestBackupAndCompact(t *testing.T) {
 		t.Fatal("inspect created the missing file")
 	}
 }
+
+func TestMaxStreams(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.db")
+	// Three streams: holdWriter's "gate", a and b.
+	l := mustOpen(t, path, store.Options{MaxStreams: 3})
+	mustAppend(t, l, "gate", makeEvents("", 1, 0)...)
+	mustAppend(t, l, "a", makeEvents("", 1, 0)...)
+	mustAppend(t, l, "b", makeEvents("", 1, 0)...)
+	last := l.LastID()
+	if _, err := l.Append(context.Background(), "c", makeEvents("", 1, 0)); !errors.Is(err, store.ErrTooManyStreams) {
+		t.Fatalf("fourth stream: %v, want ErrTooManyStreams", err)
+	}
+	if l.LastID() != last {
+		t.Fatal("a refused append committed something")
+	}
+	if _, err := l.Stream("c"); !errors.Is(err, store.ErrStreamNotFound) {
+		t.Fatalf("refused stream exists: %v", err)
+	}
+
+	// In one commit, the refused request does not hold back the others.
+	release := holdWriter(t, l)
+	results := make(chan error, 3)
+	for _, name := range []string{"a", "x", "b"} {
+		go func() {
+			_, err := l.Append(context.Background(), name, makeEvents("", 1, 1))
+			results <- err
+		}()
+	}
+	waitFor(t, 5*time.Second, "appends queued", func() bool { return l.QueuedAppends() == 3 })
+	release()
+	refused := 0
+	for range 3 {
+		if err := <-results; errors.Is(err, store.ErrTooManyStreams) {
+			refused++
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if refused != 1 || mustStream(t, l, "a").Count != 2 || mustStream(t, l, "b").Count != 2 {
+		t.Fatalf("refused %d; a %+v, b %+v", refused, mustStream(t, l, "a"), mustStream(t, l, "b"))
+	}
+
+	// Deleting makes room, and the count survives a restart.
+	if _, err := l.DeleteStream(context.Background(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, l, "c", makeEvents("", 1, 0)...)
+	mustClose(t, l)
+	l = mustOpen(t, path, store.Options{MaxStreams: 3})
+	if _, err := l.Append(context.Background(), "d", makeEvents("", 1, 0)); !errors.Is(err, store.ErrTooManyStreams) {
+		t.Fatalf("after restart: %v, want ErrTooManyStreams", err)
+	}
+	mustAppend(t, l, "a", makeEvents("", 1, 0)...)
+}

@@ -237,6 +237,7 @@ func TestRunCommandLine(t *testing.T) {
 		{name: "zero max body", args: serve("--max-body", "0"), wantErr: "invalid size"},
 		{name: "bad duration", args: serve("--retry", "3"), wantErr: "retry"},
 		{name: "negative retain age", args: serve("--retain-age", "-1h"), wantErr: "--retain-age must not be negative"},
+		{name: "negative max streams", args: serve("--max-streams", "-1"), wantErr: "--max-streams must not be negative"},
 		{name: "zero retain interval", args: serve("--retain-interval", "0s"), wantErr: "--retain-interval must be positive"},
 		{name: "bad retain bytes", args: serve("--retain-bytes", "-5"), wantErr: "invalid size"},
 		{name: "bad retain events", args: serve("--retain-events", "many"), wantErr: "retain-events"},

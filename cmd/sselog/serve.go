@@ -47,6 +47,10 @@ type serveConfig struct {
 
 	pprof string
 
+	maxSubscribers      int
+	maxSubscribersPerIP int
+	maxStreams          int
+
 	jwtSecretFile  string
 	jwtPublicKey   string
 	insecureNoAuth bool
@@ -72,6 +76,9 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.DurationVar(&c.retainInterval, "retain-interval", retention.DefaultInterval, "time between retention passes")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.IntVar(&c.maxSubscribers, "max-subscribers", 0, "most open SSE streams; more are told to retry later (0: no limit)")
+	fs.IntVar(&c.maxSubscribersPerIP, "max-subscribers-per-ip", 0, "most open SSE streams per client address (0: no limit)")
+	fs.IntVar(&c.maxStreams, "max-streams", 0, "most streams; publishing to a new one beyond it is refused with 429 (0: no limit)")
 	fs.StringVar(&c.pprof, "pprof", "", "serve Go's profiling endpoints (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (off when empty; never expose it)")
 	fs.StringVar(&c.jwtSecretFile, "jwt-secret-file", "", "file holding the HMAC secret that signs bearer tokens (HS256/384/512; at least 32 bytes; a trailing newline is ignored)")
 	fs.StringVar(&c.jwtPublicKey, "jwt-public-key", "", "PEM file with the public key that verifies bearer tokens (RSA: RS*/PS*, ECDSA: ES*, Ed25519: EdDSA)")
@@ -105,6 +112,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--%s must be positive", name)
 		}
 	}
+	for name, n := range map[string]int{"max-subscribers": c.maxSubscribers, "max-subscribers-per-ip": c.maxSubscribersPerIP, "max-streams": c.maxStreams} {
+		if n < 0 {
+			return fmt.Errorf("--%s must not be negative (0 means no limit)", name)
+		}
+	}
 	if c.retainAge < 0 {
 		return errors.New("--retain-age must not be negative (0 means no age limit)")
 	}
@@ -135,7 +147,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("create database directory: %w", err)
 		}
 	}
-	log, err := store.Open(c.db, store.Options{Logger: logger})
+	log, err := store.Open(c.db, store.Options{Logger: logger, MaxStreams: c.maxStreams})
 	if err != nil {
 		return err
 	}
@@ -147,9 +159,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		WriteTimeout: c.writeTimeout,
 		ReadTimeout:  c.readTimeout,
 		MaxBody:      int64(c.maxBody),
-		Retention:    limits,
-		Auth:         verifier,
-		CORSOrigins:  origins,
+
+		MaxSubscribers:      c.maxSubscribers,
+		MaxSubscribersPerIP: c.maxSubscribersPerIP,
+		Retention:           limits,
+		Auth:                verifier,
+		CORSOrigins:         origins,
 	})
 	worker := retention.New(log, retention.Options{Defaults: limits, Interval: c.retainInterval, Logger: logger})
 	workerCtx, stopWorker := context.WithCancel(context.Background())
