@@ -69,6 +69,9 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	gone := errors.Is(err, context.Canceled)
 	if gone {
 		h.logger.Debug("client gone before the answer", "method", r.Method, "path", r.URL.Path, "err", err)
+	} else if errors.Is(err, store.ErrWrite) {
+		// The store logs the failed commit once, for all its requests.
+		h.logger.Debug("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 	} else if status >= 500 {
 		h.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 		if status == http.StatusInternalServerError {

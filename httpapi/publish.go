@@ -63,6 +63,10 @@ func (h *Handler) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, 
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 		return nil, errorf(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
 	}
+	// A body announced as too large is refused before a byte is read.
+	if r.ContentLength > h.opts.MaxBody {
+		return nil, &http.MaxBytesError{Limit: h.opts.MaxBody}
+	}
 	// The server sets no ReadTimeout (it would end SSE streams), so the
 	// body gets its own deadline: a stalled client cannot hold a handler.
 	err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.opts.ReadTimeout))

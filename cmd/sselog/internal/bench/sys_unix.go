@@ -31,7 +31,7 @@ func raiseFileLimit(need int) error {
 			lim = raised
 		}
 	}
-	if uint64(need) > lim.Cur {
+	if uint64(need) > uint64(lim.Cur) {
 		return fmt.Errorf("this run needs about %d open files but the limit is %d (hard limit %d); raise it (ulimit -n) or use fewer subscribers", need, lim.Cur, lim.Max)
 	}
 	return nil
