@@ -76,9 +76,10 @@ type Handler struct {
 
 	// streams counts the streams running on connections taken over from
 	// net/http, which http.Server.Shutdown neither waits for nor closes.
-	streams sync.WaitGroup
-	connsMu sync.Mutex
-	conns   map[*connSink]struct{}
+	streams  sync.WaitGroup
+	connsMu  sync.Mutex
+	conns    map[*connSink]struct{}
+	draining bool // set by Drain: no new stream is taken over
 
 	slotsMu sync.Mutex
 	slots   int            // open SSE streams
@@ -141,6 +142,9 @@ func NewHandler(log *store.Log, hub *stream.Hub, opts Options) *Handler {
 // ctx ends first, it closes their connections and returns ctx's error.
 // Call it after http.Server.Shutdown, before closing the log.
 func (h *Handler) Drain(ctx context.Context) error {
+	h.connsMu.Lock()
+	h.draining = true
+	h.connsMu.Unlock()
 	done := make(chan struct{})
 	go func() { h.streams.Wait(); close(done) }()
 	select {

@@ -48,7 +48,10 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		// good; an empty stream with a jittered retry hint makes it come
 		// back later, spread out.
 		h.logger.Debug("subscriber over the limit", "stream", name, "remote", r.RemoteAddr)
-		w.Header().Set("Connection", "close")
+		if r.ProtoMajor == 1 {
+			// Over HTTP/2 this would retire the client's shared connection.
+			w.Header().Set("Connection", "close")
+		}
 		setStreamHeaders(w.Header())
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(h.retryLine(true))
@@ -83,8 +86,20 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 	// then costs a few kilobytes instead of tens.
 	if hj, ok := w.(http.Hijacker); ok && r.ProtoMajor == 1 {
 		// Counted before the take-over: from then on Shutdown no longer
-		// waits for this connection, and Drain must.
+		// waits for this connection, and Drain must. Once Drain has begun,
+		// the stream is not started.
+		h.connsMu.Lock()
+		if h.draining {
+			h.connsMu.Unlock()
+			sub.Close()
+			release()
+			setStreamHeaders(w.Header())
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write(h.retryLine(true))
+			return
+		}
 		h.streams.Add(1)
+		h.connsMu.Unlock()
 		sink, err := h.hijack(w, hj)
 		if err != nil {
 			// The connection is in an unknown state: give up on it.
@@ -291,14 +306,19 @@ func (s *responseSink) send(chunks [][]byte) error {
 	}
 	pending := 0
 	for _, c := range chunks {
-		if pending += len(c); pending > deadlineEvery {
-			if err := s.extend(); err != nil {
+		for len(c) > 0 {
+			if pending == deadlineEvery {
+				if err := s.extend(); err != nil {
+					return err
+				}
+				pending = 0
+			}
+			n := min(len(c), deadlineEvery-pending)
+			if _, err := s.w.Write(c[:n]); err != nil {
 				return err
 			}
-			pending = len(c)
-		}
-		if _, err := s.w.Write(c); err != nil {
-			return err
+			pending += n
+			c = c[n:]
 		}
 	}
 	return s.rc.Flush()
@@ -320,7 +340,7 @@ type connSink struct {
 // retry hint. The response is "Connection: close" with no length: the
 // stream ends when the connection does.
 func (h *Handler) hijack(w http.ResponseWriter, hj http.Hijacker) (*connSink, error) {
-	conn, brw, err := hj.Hijack()
+	conn, _, err := hj.Hijack()
 	if err != nil {
 		return nil, err
 	}
@@ -339,22 +359,15 @@ func (h *Handler) hijack(w http.ResponseWriter, hj http.Hijacker) (*connSink, er
 		return nil, err
 	}
 	s := &connSink{conn: conn, timeout: h.opts.WriteTimeout}
-	// Read what net/http had buffered and then the connection, only to
-	// see the client go: it has nothing more to send.
-	r := brw.Reader
+	// One read, only to see the client go: an SSE client has nothing more
+	// to send, and requests pipelined behind this one are never answered
+	// on a stream that ends with its connection. A client that sends
+	// anything is treated as gone rather than read from byte by byte.
+	// (Whatever net/http had buffered past the request is dropped.)
 	go func() {
 		defer s.setGone()
 		var b [1]byte
-		for r.Buffered() > 0 {
-			if _, err := r.Read(b[:]); err != nil {
-				return
-			}
-		}
-		for {
-			if _, err := conn.Read(b[:]); err != nil {
-				return
-			}
-		}
+		_, _ = conn.Read(b[:])
 	}()
 	return s, nil
 }
@@ -394,30 +407,42 @@ func (s *connSink) close() { s.conn.Close() }
 
 func (s *connSink) send(chunks [][]byte) error {
 	// writev the frames as they are, shared with every other subscriber,
-	// in runs of about deadlineEvery bytes, one deadline each.
-	for len(chunks) > 0 {
-		n, size := 0, 0
-		for n < len(chunks) && (n == 0 || size+len(chunks[n]) <= deadlineEvery) {
-			size += len(chunks[n])
-			n++
-		}
-		// Moving the deadline is a timer operation per call: do it only once
-		// it is nearer than the timeout. A write is then cut off after
-		// between one and one and a half timeouts without progress.
+	// in runs of at most deadlineEvery bytes (a replay page is cut into
+	// pieces), each with the deadline moved on when it is near.
+	size := 0
+	flush := func() error {
+		// Moving the deadline is a timer operation: do it only once it is
+		// nearer than the timeout. A write is then cut off after between
+		// one and one and a half timeouts without progress.
 		if now := time.Now(); s.deadline.Sub(now) < s.timeout {
 			s.deadline = now.Add(s.timeout + s.timeout/2)
 			if err := s.conn.SetWriteDeadline(s.deadline); err != nil {
 				return err
 			}
 		}
-		s.bufs = append(s.bufs[:0], chunks[:n]...)
 		// WriteTo consumes the slice it is called on: keep s.bufs whole.
 		b := s.bufs
-		if _, err := b.WriteTo(s.conn); err != nil {
-			return err
-		}
-		chunks = chunks[n:]
+		_, err := b.WriteTo(s.conn)
+		s.bufs, size = s.bufs[:0], 0
+		return err
 	}
-	clear(s.bufs[:cap(s.bufs)])
+	defer func() { clear(s.bufs[:cap(s.bufs)]) }()
+	s.bufs = s.bufs[:0]
+	for _, c := range chunks {
+		for len(c) > 0 {
+			n := min(len(c), deadlineEvery-size)
+			s.bufs = append(s.bufs, c[:n])
+			size += n
+			c = c[n:]
+			if size == deadlineEvery {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if size > 0 {
+		return flush()
+	}
 	return nil
 }

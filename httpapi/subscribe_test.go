@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -256,5 +257,38 @@ func TestHubCloseEndsStreams(t *testing.T) {
 	var ms int
 	if _, err := fmt.Sscanf(string(body), "retry: %d\n\n", &ms); status != http.StatusOK || ct != "text/event-stream" || err != nil || ms < 3000 || ms > 6000 {
 		t.Fatalf("subscribe after Hub.Close: status %d, %s, %q; want 200 with only the retry hint", status, ct, body)
+	}
+}
+
+// TestSubscriberSendingIsDropped: an SSE client has nothing to send after
+// its request; one that sends anything is dropped at once rather than read
+// from, so a stream of junk cannot cost the server a core.
+func TestSubscriberSendingIsDropped(t *testing.T) {
+	s := newServer(t, httpapi.Options{Heartbeat: time.Hour}, stream.Options{})
+	conn, err := net.Dial("tcp", s.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /v1/streams/s/events HTTP/1.1\r\nHost: sselog\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("subscribe: %v, %v", resp, err)
+	}
+	waitFollowing(t, s, 1)
+	if _, err := conn.Write(bytes.Repeat([]byte("junk"), 1024)); err != nil {
+		t.Fatal(err)
+	}
+	waitFollowing(t, s, 0)
+	if err := conn.SetReadDeadline(time.Now().Add(waitFor)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("the server kept the connection of a client that sent junk")
 	}
 }

@@ -121,9 +121,9 @@ func (s Stats) LogValue() slog.Value {
 	)
 }
 
-// RunOnce makes one pass over every stream: it reads the overrides, takes
-// one cut point from the clock for the whole pass, and trims each stream
-// that is over its limits, in chunks of at most Options.Chunk events per
+// RunOnce makes one pass over every stream: it takes one cut point from
+// the clock for the whole pass, reads each stream's override, and trims
+// each stream that is over its limits, in chunks of at most Options.Chunk events per
 // transaction. It checks ctx between chunks and returns ctx's error if it
 // ended the pass early. An error trimming one stream does not stop the
 // pass: the others are still trimmed and the errors are returned joined.
@@ -146,15 +146,21 @@ func (w *Worker) pass(ctx context.Context, st *Stats) error {
 	if err != nil {
 		return fmt.Errorf("list streams: %w", err)
 	}
-	policies, err := w.log.Policies()
-	if err != nil {
-		return fmt.Errorf("read policies: %w", err)
-	}
 	now := w.now()
 	var errs []error
 	for _, info := range streams {
 		st.Streams++
-		cut := w.defaults.Apply(policies[info.Name]).Cut(now)
+		// Read per stream, not once per pass: a stream deleted and made
+		// again during the pass has lost its old override.
+		policy, err := w.log.Policy(info.Name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("read policy of %s: %w", info.Name, err))
+			if errors.Is(err, store.ErrClosed) {
+				break
+			}
+			continue
+		}
+		cut := w.defaults.Apply(policy).Cut(now)
 		if !over(info, cut) {
 			continue
 		}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -68,7 +69,26 @@ type CompactResult struct {
 // renamed over it once synced, so the original is never half-written. The
 // database must not be in use: a running server holds its lock.
 func Compact(dst, src string) (res CompactResult, err error) {
-	defer guard(src, &err)()
+	var (
+		out     *bolt.DB
+		tmp     string
+		created bool // tmp is ours to remove on failure
+	)
+	// One deferred function, so that the clean-up sees the error a bbolt
+	// panic on a damaged page turns into.
+	oldFault := debug.SetPanicOnFault(true)
+	defer func() {
+		debug.SetPanicOnFault(oldFault)
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: %s: reading failed: %v", ErrCorrupt, src, p)
+		}
+		if err != nil && created {
+			if out != nil {
+				out.Close()
+			}
+			os.Remove(tmp)
+		}
+	}()
 	in, err := openOffline(src, false)
 	if err != nil {
 		return res, err
@@ -78,7 +98,7 @@ func Compact(dst, src string) (res CompactResult, err error) {
 		res.Before = st.Size()
 	}
 	inPlace := filepath.Clean(dst) == filepath.Clean(src)
-	tmp := dst
+	tmp = dst
 	if inPlace {
 		tmp = src + ".compacting"
 		if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -87,24 +107,21 @@ func Compact(dst, src string) (res CompactResult, err error) {
 	} else if _, err := os.Stat(dst); err == nil {
 		return res, fmt.Errorf("compact: %s already exists", dst)
 	}
-	defer func() {
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}()
-	out, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: DefaultOpenTimeout, FreelistType: bolt.FreelistMapType})
+	out, err = bolt.Open(tmp, 0o600, &bolt.Options{Timeout: DefaultOpenTimeout, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return res, fmt.Errorf("compact: create %s: %w", tmp, err)
 	}
+	created = true
 	// 64 MiB per transaction bounds the copy's memory.
 	if err := bolt.Compact(out, in, 64<<20); err != nil {
-		out.Close()
 		return res, fmt.Errorf("compact %s: %w", src, err)
 	}
 	var size int64
 	_ = out.View(func(tx *bolt.Tx) error { size = tx.Size(); return nil })
-	if err := out.Close(); err != nil {
-		return res, fmt.Errorf("compact: close %s: %w", tmp, err)
+	closeErr := out.Close()
+	out = nil
+	if closeErr != nil {
+		return res, fmt.Errorf("compact: close %s: %w", tmp, closeErr)
 	}
 	// bbolt grows a file in steps of up to 16 MiB; the step past the last
 	// page is not part of the database.
@@ -115,6 +132,7 @@ func Compact(dst, src string) (res CompactResult, err error) {
 		if err := os.Rename(tmp, src); err != nil {
 			return res, fmt.Errorf("compact: %w", err)
 		}
+		created = false
 	}
 	if err := syncDir(filepath.Dir(dst)); err != nil {
 		return res, fmt.Errorf("compact: %w", err)

@@ -179,6 +179,11 @@ func Check(path string) (err error) {
 				if err := decodeValue(k, v, &e); err != nil || (prev != nil && string(prev) >= string(k)) {
 					return fmt.Errorf("%w: %s: stream %s, key %x: %v", ErrCorrupt, path, name, k, err)
 				}
+				if e.Type == ResetType {
+					// Possible only in a file from before the type was
+					// reserved: clients would take it for sselog's notice.
+					return fmt.Errorf("%w: %s: stream %s, id %s has the reserved type %q", ErrCorrupt, path, name, ID(k), ResetType)
+				}
 				prev = k
 				return nil
 			})

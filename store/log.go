@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,7 +112,12 @@ var (
 	keyVersion    = []byte("version")
 )
 
-const layoutVersion = 1
+// layoutVersion 2 added the low-water mark and tombstone to the streams
+// bucket, the retention bucket and the reserved "reset" type. A version 1
+// file is upgraded in place on open (its 16-byte counters read as having no
+// mark); a binary that knows only version 1 then refuses the file rather
+// than drop the marks.
+const layoutVersion = 2
 
 // Open opens or creates the database at path. The parent directory must
 // exist.
@@ -204,8 +208,12 @@ func Open(path string, opts Options) (_ *Log, err error) {
 			if err := meta.Put(keyVersion, []byte{layoutVersion}); err != nil {
 				return err
 			}
+		} else if len(v) == 1 && v[0] == 1 {
+			if err := meta.Put(keyVersion, []byte{layoutVersion}); err != nil {
+				return err
+			}
 		} else if len(v) != 1 || v[0] != layoutVersion {
-			return fmt.Errorf("unsupported layout version %v", v)
+			return fmt.Errorf("unsupported layout version %v (this sselog knows 1 and %d)", v, layoutVersion)
 		}
 		if v := meta.Get(keyLastID); v != nil {
 			if len(v) != len(last) {
@@ -358,7 +366,13 @@ func (l *Log) writer(gen *generator) {
 			arena = make([]byte, 0, size)
 		}
 		arena = arena[:0]
-		created := l.admit(group)
+		created, admitted := l.admit(group)
+		if admitted == 0 {
+			for _, r := range group {
+				r.err <- r.refused
+			}
+			continue
+		}
 		err := l.db.Update(func(tx *bolt.Tx) error {
 			var last ID
 			for _, r := range group {
@@ -381,14 +395,14 @@ func (l *Log) writer(gen *generator) {
 		if err != nil {
 			l.logger.Error("commit failed", "events", countEvents(group), "err", err)
 			err = fmt.Errorf("append: %w: %w", ErrWrite, err)
+			for _, name := range created {
+				delete(l.live, name)
+			}
 		} else {
 			for _, r := range group {
 				if r.refused == nil {
 					batch = append(batch, r.events...)
 				}
-			}
-			for _, name := range created {
-				l.live[name] = struct{}{}
 			}
 			if len(batch) > 0 {
 				last := batch[len(batch)-1].ID
@@ -410,28 +424,25 @@ func (l *Log) writer(gen *generator) {
 
 // admit refuses, with ErrTooManyStreams, the requests of a group that
 // would create a stream beyond MaxStreams, and returns the streams the rest
-// create.
-func (l *Log) admit(group []*appendReq) (created []string) {
+// create and how many requests it admitted.
+func (l *Log) admit(group []*appendReq) (created []string, admitted int) {
 	for _, r := range group {
 		r.refused = nil
-		if _, ok := l.live[r.stream]; ok || l.maxStr <= 0 || slices.Contains(created, r.stream) {
+		if _, ok := l.live[r.stream]; ok {
+			admitted++
 			continue
 		}
-		if len(l.live)+len(created) >= l.maxStr {
+		// New in this group: put it in live now, and take it out again
+		// if the commit fails, so that the check stays one map lookup.
+		if l.maxStr > 0 && len(l.live) >= l.maxStr {
 			r.refused = fmt.Errorf("%w: the limit is %d; delete one to make room", ErrTooManyStreams, l.maxStr)
 			continue
 		}
+		l.live[r.stream] = struct{}{}
 		created = append(created, r.stream)
+		admitted++
 	}
-	if l.maxStr <= 0 {
-		// Without a limit the set is still kept, for when one is set.
-		for _, r := range group {
-			if _, ok := l.live[r.stream]; !ok && !slices.Contains(created, r.stream) {
-				created = append(created, r.stream)
-			}
-		}
-	}
-	return created
+	return created, admitted
 }
 
 func countEvents(group []*appendReq) int {
