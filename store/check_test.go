@@ -3,20 +3,29 @@ package store_test
 import (
 	"bytes"
 	"errors"
+	"flag"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/sselog/sselog/store"
 )
 
+var updateCorrupt = flag.Bool("update-corrupt", false, "rewrite the damaged database files in ../testdata/corrupt")
+
 // damaged writes variants of a real database file, each broken in one way.
 func damaged(t *testing.T) (good []byte, files map[string]string) {
+	return damagedOf(t, 2000)
+}
+
+func damagedOf(t *testing.T, events int) (good []byte, files map[string]string) {
 	t.Helper()
 	dir := t.TempDir()
 	l := mustOpen(t, filepath.Join(dir, "src.db"), store.Options{InitialMmapSize: 1 << 20})
-	for i := range 20 {
-		mustAppend(t, l, "s", makeEvents("", 100, i*100)...)
+	for i := 0; i < events; i += 100 {
+		mustAppend(t, l, "s", makeEvents("", 100, i)...)
 	}
 	mustClose(t, l)
 	if _, err := store.Compact(filepath.Join(dir, "good.db"), filepath.Join(dir, "src.db")); err != nil {
@@ -98,6 +107,84 @@ func TestDamagedFiles(t *testing.T) {
 			}
 			after, _ := os.ReadFile(path)
 			if !bytes.Equal(before, after) {
+				t.Fatal("the damaged file was changed")
+			}
+		})
+	}
+}
+
+// TestCorruptFixtures runs the damaged files kept in ../testdata/corrupt
+// (made by this package with -update-corrupt): each is refused with
+// ErrCorrupt by Open, or, when the damage is in a page Open does not read
+// ("leaf"), by Check; and nothing changes them.
+func TestCorruptFixtures(t *testing.T) {
+	const dir = "../testdata/corrupt"
+	if *updateCorrupt {
+		_, files := damagedOf(t, 300)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, path := range files {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, name+".db"), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) < 7 {
+		t.Fatalf("%d fixtures in %s, want the 7 damaged variants and the good file", len(entries), dir)
+	}
+	for _, e := range entries {
+		name := strings.TrimSuffix(e.Name(), ".db")
+		t.Run(name, func(t *testing.T) {
+			orig, err := os.ReadFile(filepath.Join(dir, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A copy: Open may write to a file it accepts.
+			path := filepath.Join(t.TempDir(), e.Name())
+			if err := os.WriteFile(path, orig, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			checkErr := store.Check(path)
+			switch name {
+			case "good":
+				if checkErr != nil {
+					t.Fatalf("Check: %v", checkErr)
+				}
+				l := mustOpen(t, path, store.Options{})
+				if info := mustStream(t, l, "s"); info.Count != 300 {
+					t.Fatalf("good fixture holds %+v", info)
+				}
+				return
+			case "leaf":
+				if !errors.Is(checkErr, store.ErrCorrupt) {
+					t.Fatalf("Check: %v, want ErrCorrupt", checkErr)
+				}
+				return
+			}
+			if !errors.Is(checkErr, store.ErrCorrupt) {
+				t.Fatalf("Check: %v, want ErrCorrupt", checkErr)
+			}
+			l, err := store.Open(path, store.Options{})
+			if err == nil {
+				l.Close()
+				t.Fatal("Open accepted a damaged file")
+			}
+			if !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), path) {
+				t.Fatalf("Open: %v, want ErrCorrupt naming the file", err)
+			}
+			f, _ := os.Open(path)
+			after, _ := io.ReadAll(f)
+			f.Close()
+			if !bytes.Equal(after, orig) {
 				t.Fatal("the damaged file was changed")
 			}
 		})

@@ -59,30 +59,32 @@ func TestCheckCommand(t *testing.T) {
 }
 
 // TestServeRefusesDamagedDatabase: the server does not start on a damaged
-// file, says which file and what is wrong, and leaves it as it was.
+// file (the copies in testdata/corrupt), says which file and what is wrong,
+// and leaves it as it was.
 func TestServeRefusesDamagedDatabase(t *testing.T) {
 	t.Parallel()
-	path := tightDatabase(t, 1000)
-	good, _ := os.ReadFile(path)
-	torn := bytes.Clone(good)
-	torn[16], torn[4096+16] = 0, 0 // both header pages
-	for name, b := range map[string][]byte{
-		"truncated": good[:len(good)/2],
-		"empty":     {},
-		"torn":      torn,
-	} {
+	const dir = "../../testdata/corrupt"
+	for _, name := range []string{"empty", "short", "truncated", "garbage", "torn", "flipped"} {
 		t.Run(name, func(t *testing.T) {
+			b, err := os.ReadFile(filepath.Join(dir, name+".db"))
+			if err != nil {
+				t.Fatal(err)
+			}
 			p := filepath.Join(t.TempDir(), "sselog.db")
 			if err := os.WriteFile(p, b, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, _, err := runQuick(t, "serve", "--addr", "127.0.0.1:0", "--db", p)
+			_, _, err = runQuick(t, "serve", "--addr", "127.0.0.1:0", "--db", p)
 			if !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), p) {
 				t.Fatalf("serve on a %s file: %v, want ErrCorrupt naming it", name, err)
 			}
 			after, _ := os.ReadFile(p)
 			if !bytes.Equal(after, b) {
 				t.Fatal("the damaged file was changed")
+			}
+			// sselog check says the same.
+			if _, _, err := runQuick(t, "check", "--db", p); !errors.Is(err, store.ErrCorrupt) {
+				t.Fatalf("check of a %s file: %v", name, err)
 			}
 		})
 	}
