@@ -1,16 +1,28 @@
 // Package httpapi is sselog's HTTP interface: an http.Handler, routed with
 // gorilla/mux, that publishes events into the log and streams them out as
-// Server-Sent Events.
+// Server-Sent Events, with the operator endpoints (stream info and
+// deletion, retention overrides, backup) beside them.
 //
 // The contract:
-//   - A publish is answered 201 only once the log has made it durable.
+//   - A publish is answered 201 only once the log has made it durable. A
+//     failed disk write is 503 with Retry-After, and nothing of it is
+//     stored or visible.
 //   - An SSE response starts with a "retry:" hint flushed at once, then
 //     replays every event after the client's Last-Event-ID (header, else the
 //     last_event_id query parameter), then follows live, and sends a comment
-//     line whenever it has been idle for the heartbeat interval.
+//     line whenever it has been idle for the heartbeat interval. When the
+//     stream cannot continue exactly after that id, the stream package's
+//     "reset" event says so first.
 //   - Client input never reaches a frame unvalidated, and bad input is
 //     answered with a 4xx JSON error and changes nothing. Every error goes
 //     through one function, writeError, which maps it to a status.
+//   - With a Verifier, every request but /healthz needs a bearer token that
+//     grants it (401 without one, 403 for a stream not granted); a stream
+//     ends when its token expires.
 //   - A subscriber whose writes make no progress for the write timeout is
-//     disconnected; it resumes with Last-Event-ID.
+//     disconnected; it resumes with Last-Event-ID. A subscriber over a limit,
+//     or arriving during shutdown, is answered 200 with only a jittered
+//     retry hint, because any other status makes EventSource give up.
+//   - SSE over HTTP/1.1 runs on the connection taken over from net/http
+//     (Hijack), which Shutdown neither waits for nor closes: Drain does.
 package httpapi

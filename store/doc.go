@@ -17,6 +17,13 @@
 //     which takes everything queued into one transaction. A lone Append on an
 //     idle log commits at once; there is no timer.
 //
+//   - Failures are whole. A commit that fails (disk full, an I/O error)
+//     answers its appends with ErrWrite and leaves nothing of them stored or
+//     visible; the log goes on, and later commits may succeed. An append
+//     refused by MaxStreams (ErrTooManyStreams) does not hold back the
+//     others of its commit. Open refuses a damaged file with ErrCorrupt and
+//     never writes to it.
+//
 //   - All or nothing. The events of one Append call land in one transaction,
 //     contiguous in id order.
 //
