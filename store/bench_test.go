@@ -136,11 +136,10 @@ func BenchmarkScanAfter(b *testing.B) {
 	reportEvents(b, events)
 }
 
-// BenchmarkRawBoltPutPerTx is the baseline for BenchmarkAppendSingle: bare
-// bbolt with the same open options, one 16-byte key and ~100-byte value per
-// fsynced Update. The gap between the two is the log's own overhead.
-func BenchmarkRawBoltPutPerTx(b *testing.B) {
-	db, err := bolt.Open(filepath.Join(b.TempDir(), "raw.db"), 0o600, &bolt.Options{
+// openRaw opens bare bbolt in dir with the log's options and one bucket,
+// for the baselines.
+func openRaw(b *testing.B, dir string) (*bolt.DB, []byte) {
+	db, err := bolt.Open(filepath.Join(dir, "raw.db"), 0o600, &bolt.Options{
 		Timeout:         time.Second,
 		InitialMmapSize: store.DefaultInitialMmapSize,
 		FreelistType:    bolt.FreelistMapType,
@@ -156,6 +155,14 @@ func BenchmarkRawBoltPutPerTx(b *testing.B) {
 	}); err != nil {
 		b.Fatal(err)
 	}
+	return db, bucket
+}
+
+// BenchmarkRawBoltPutPerTx is the baseline for BenchmarkAppendSingle: bare
+// bbolt with the same open options, one 16-byte key and ~100-byte value per
+// fsynced Update. The gap between the two is the log's own overhead.
+func BenchmarkRawBoltPutPerTx(b *testing.B) {
+	db, bucket := openRaw(b, b.TempDir())
 	value := payload(1)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -183,22 +190,7 @@ func BenchmarkRawBoltPutPerTx(b *testing.B) {
 func BenchmarkAppendVsRaw(b *testing.B) {
 	dir := b.TempDir()
 	l := mustOpen(b, filepath.Join(dir, "log.db"), store.Options{})
-	db, err := bolt.Open(filepath.Join(dir, "raw.db"), 0o600, &bolt.Options{
-		Timeout:         time.Second,
-		InitialMmapSize: store.DefaultInitialMmapSize,
-		FreelistType:    bolt.FreelistMapType,
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { db.Close() })
-	bucket := []byte("events")
-	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucket)
-		return err
-	}); err != nil {
-		b.Fatal(err)
-	}
+	db, bucket := openRaw(b, dir)
 	evs := []store.Event{{Type: "page_view", Data: payload(1)}}
 	value := evs[0].Data
 	ctx := b.Context()
