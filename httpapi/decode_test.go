@@ -65,29 +65,52 @@ func stricter(body []byte) bool {
 	if json.Unmarshal(body, &v) != nil {
 		return false
 	}
-	var objects []map[string]any
-	switch x := v.(type) {
-	case map[string]any:
-		objects = append(objects, x)
-	case []any:
-		for _, o := range x {
-			if m, ok := o.(map[string]any); ok {
-				objects = append(objects, m)
+	for _, keys := range eventKeys(body) {
+		seen := map[string]bool{}
+		for _, k := range keys {
+			if k != "type" && k != "data" || seen[k] {
+				return true // another spelling, or given twice
 			}
+			seen[k] = true
 		}
-	}
-	for _, o := range objects {
-		for k := range o {
-			if k != "type" && k != "data" {
-				return true // another spelling of type or data
-			}
-		}
-	}
-	// Duplicates collapse in a map: count raw occurrences instead.
-	if strings.Count(string(body), `"type"`) > len(objects) || strings.Count(string(body), `"data"`) > len(objects) {
-		return true
 	}
 	return depth(v) > maxDepth
+}
+
+// eventKeys lists the keys of each event object of a body, in order and
+// with repeats, which decoding into a map would hide.
+func eventKeys(body []byte) [][]string {
+	var events []json.RawMessage
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) > 0 && trimmed[0] == '[' {
+		if json.Unmarshal(body, &events) != nil {
+			return nil
+		}
+	} else {
+		events = []json.RawMessage{body}
+	}
+	var out [][]string
+	for _, e := range events {
+		dec := json.NewDecoder(bytes.NewReader(e))
+		if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+			continue
+		}
+		var keys []string
+		for dec.More() {
+			t, err := dec.Token()
+			if err != nil {
+				break
+			}
+			k, _ := t.(string)
+			keys = append(keys, k)
+			var skip json.RawMessage
+			if dec.Decode(&skip) != nil {
+				break
+			}
+		}
+		out = append(out, keys)
+	}
+	return out
 }
 
 func depth(v any) int {
