@@ -18,8 +18,15 @@ import (
 
 var chunkFlag = flag.Int("chunk", 0, "events per trim transaction in TestPublishLatencyWhileTrimming (0: DefaultChunk)")
 
-// maxP99 is the publish latency the worker must keep while it trims.
-const maxP99 = 50 * time.Millisecond
+// maxP99 is the publish latency the worker must keep while it trims. Under
+// the race detector, which slows every write and runs beside the other
+// packages' tests, the figure says little: the test then only guards
+// against the regression it exists for (an unchunked trim holds publishes
+// for over a second) with maxP99Race.
+const (
+	maxP99     = 50 * time.Millisecond
+	maxP99Race = 250 * time.Millisecond
+)
 
 // TestPublishLatencyWhileTrimming fills a stream with a million events dated
 // two days ago, then trims all of them in one pass while a publisher
@@ -120,8 +127,12 @@ func TestPublishLatencyWhileTrimming(t *testing.T) {
 	t.Logf("publish latency idle:           %s", summary(idle))
 	t.Logf("publish latency while trimming: %s", summary(busy))
 	t.Logf("reproduce: go test -run 'TestPublishLatencyWhileTrimming$' -count=1 -v ./retention/ [-short] [-race] [-args -chunk=N]")
-	if p99 := percentile(busy, 0.99); p99 >= maxP99 {
-		t.Errorf("publish p99 %v while trimming, want under %v", p99, maxP99)
+	limit := maxP99
+	if raceEnabled {
+		limit = maxP99Race
+	}
+	if p99 := percentile(busy, 0.99); p99 >= limit {
+		t.Errorf("publish p99 %v while trimming, want under %v", p99, limit)
 	}
 }
 
