@@ -301,8 +301,8 @@ func FuzzHistoryQuery(f *testing.F) {
 			t.Fatalf("query %q: %d events (gap %v), want %d", query, len(page.Events), page.Gap, len(want))
 		}
 		for i, e := range page.Events {
-			got := sseEvent{ID: store.ID(e.ID).String(), Type: e.Type, Data: string(e.Data)}
-			if got != want[i] || e.Time != store.ID(e.ID).Time().UTC().Format(time.RFC3339Nano) {
+			got := sseEvent{ID: e.ID.String(), Type: e.Type, Data: string(e.Data)}
+			if got != want[i] || e.Time != e.ID.Time().UTC().Format(time.RFC3339Nano) {
 				t.Fatalf("query %q: event %d is %+v at %s, want %+v", query, i, got, e.Time, want[i])
 			}
 		}

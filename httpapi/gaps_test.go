@@ -378,7 +378,7 @@ func TestHistoryGap(t *testing.T) {
 			}
 			var got []store.ID
 			for _, e := range page.Events {
-				got = append(got, store.ID(e.ID))
+				got = append(got, e.ID)
 			}
 			if page.Gap != tc.gap || page.Events == nil || len(got) != len(want) {
 				t.Fatalf("gap %v, %d events; want gap %v, %d events", page.Gap, len(got), tc.gap, len(want))
@@ -481,16 +481,16 @@ func TestGapsAcrossRestart(t *testing.T) {
 	t.Run("history", func(t *testing.T) {
 		var page historyPage
 		s.getJSON(t, "/v1/streams/s/history?after="+ids[1].String(), &page)
-		if !page.Gap || len(page.Events) == 0 || store.ID(page.Events[0].ID) != ids[6] {
+		if !page.Gap || len(page.Events) == 0 || page.Events[0].ID != ids[6] {
 			t.Fatalf("history after %s: %+v, want a gap and events from %s", ids[1], page, ids[6])
 		}
 	})
 	t.Run("stream", func(t *testing.T) {
 		var info struct {
-			LowWater jsonID `json:"low_water"`
+			LowWater store.ID `json:"low_water"`
 		}
 		status, _, b, err := s.do(http.MethodGet, "/v1/streams/s", "", "", nil)
-		if err != nil || status != http.StatusOK || json.Unmarshal(b, &info) != nil || store.ID(info.LowWater) != low {
+		if err != nil || status != http.StatusOK || json.Unmarshal(b, &info) != nil || info.LowWater != low {
 			t.Fatalf("GET stream: %d, %v: %s; want low_water %s", status, err, b, low)
 		}
 	})

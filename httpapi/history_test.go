@@ -15,7 +15,7 @@ import (
 
 type historyPage struct {
 	Events []struct {
-		ID   jsonID          `json:"id"`
+		ID   store.ID        `json:"id"`
 		Type string          `json:"type"`
 		Data json.RawMessage `json:"data"`
 		Time string          `json:"time"`
@@ -51,7 +51,7 @@ func TestHistoryPaging(t *testing.T) {
 					break
 				}
 				for _, e := range page.Events {
-					id := store.ID(e.ID)
+					id := e.ID
 					tm, err := time.Parse(time.RFC3339, e.Time)
 					if err != nil {
 						t.Fatalf("time %q: %v", e.Time, err)
@@ -66,7 +66,7 @@ func TestHistoryPaging(t *testing.T) {
 					}
 					got = append(got, store.Event{ID: id, Stream: "h", Type: typ, Data: e.Data})
 				}
-				after = "&after=" + store.ID(page.Events[len(page.Events)-1].ID).String()
+				after = "&after=" + page.Events[len(page.Events)-1].ID.String()
 			}
 			if len(got) != len(want) {
 				t.Fatalf("walked %d events, want %d", len(got), len(want))
@@ -126,12 +126,12 @@ func TestListStreams(t *testing.T) {
 	s := newServer(t, httpapi.Options{}, stream.Options{})
 	var list struct {
 		Streams []struct {
-			Name     string `json:"name"`
-			Count    uint64 `json:"count"`
-			Bytes    uint64 `json:"bytes"`
-			FirstID  jsonID `json:"first_id"`
-			LastID   jsonID `json:"last_id"`
-			LowWater jsonID `json:"low_water"`
+			Name     string   `json:"name"`
+			Count    uint64   `json:"count"`
+			Bytes    uint64   `json:"bytes"`
+			FirstID  store.ID `json:"first_id"`
+			LastID   store.ID `json:"last_id"`
+			LowWater store.ID `json:"low_water"`
 		} `json:"streams"`
 	}
 	s.getJSON(t, "/v1/streams", &list)
@@ -154,7 +154,7 @@ func TestListStreams(t *testing.T) {
 	for i, w := range want {
 		got := list.Streams[i]
 		if got.Name != w.name || got.Count != uint64(len(w.ids)) || got.Bytes == 0 ||
-			store.ID(got.FirstID) != w.ids[0] || store.ID(got.LastID) != w.ids[len(w.ids)-1] {
+			got.FirstID != w.ids[0] || got.LastID != w.ids[len(w.ids)-1] {
 			t.Errorf("stream %d: %+v, want %s with %d events from %s to %s", i, got, w.name, len(w.ids), w.ids[0], w.ids[len(w.ids)-1])
 		}
 	}

@@ -31,12 +31,12 @@ type retentionDoc struct {
 
 // streamFields are what GET /v1/streams/{stream} says besides retention.
 type streamFields struct {
-	Name     string `json:"name"`
-	Count    uint64 `json:"count"`
-	Bytes    uint64 `json:"bytes"`
-	FirstID  jsonID `json:"first_id"`
-	LastID   jsonID `json:"last_id"`
-	LowWater jsonID `json:"low_water"`
+	Name     string   `json:"name"`
+	Count    uint64   `json:"count"`
+	Bytes    uint64   `json:"bytes"`
+	FirstID  store.ID `json:"first_id"`
+	LastID   store.ID `json:"last_id"`
+	LowWater store.ID `json:"low_water"`
 }
 
 // streamDoc is GET /v1/streams/{stream}.
@@ -97,10 +97,10 @@ func TestGetStream(t *testing.T) {
 		override, effective string
 	}{
 		{name: "published", stream: "a", status: 200,
-			want:     streamFields{Name: "a", Count: 3, Bytes: untrimmed.Bytes / 10 * 3, FirstID: jsonID(a[0]), LastID: jsonID(a[2])},
+			want:     streamFields{Name: "a", Count: 3, Bytes: untrimmed.Bytes / 10 * 3, FirstID: a[0], LastID: a[2]},
 			override: `{}`, effective: defaultsJSON},
 		{name: "trimmed, with override", stream: "b", status: 200,
-			want:     streamFields{Name: "b", Count: 4, Bytes: untrimmed.Bytes / 10 * 4, FirstID: jsonID(b[6]), LastID: jsonID(b[9]), LowWater: jsonID(low)},
+			want:     streamFields{Name: "b", Count: 4, Bytes: untrimmed.Bytes / 10 * 4, FirstID: b[6], LastID: b[9], LowWater: low},
 			override: `{"max_age":"24h0m0s","max_bytes":2048}`, effective: `{"max_age":"24h0m0s","max_events":500,"max_bytes":2048}`},
 		{name: "never published", stream: "never", status: 404},
 		{name: "override but no events", stream: "policy-only", status: 404},
@@ -153,10 +153,10 @@ func TestDeleteStream(t *testing.T) {
 
 	body := s.mustDo(t, http.MethodDelete, "/v1/streams/d", "", "", http.StatusOK)
 	var answer struct {
-		Deleted  string `json:"deleted"`
-		LowWater jsonID `json:"low_water"`
+		Deleted  string   `json:"deleted"`
+		LowWater store.ID `json:"low_water"`
 	}
-	if err := decodeStrict(body, &answer); err != nil || answer.Deleted != "d" || store.ID(answer.LowWater) != old[4] {
+	if err := decodeStrict(body, &answer); err != nil || answer.Deleted != "d" || answer.LowWater != old[4] {
 		t.Fatalf("DELETE answered %s (%v), want deleted d, low_water %s", body, err, old[4])
 	}
 	deleted := map[string]string{"reason": "deleted"}
@@ -232,7 +232,7 @@ func TestDeleteStream(t *testing.T) {
 
 	var info streamDoc
 	s.getJSON(t, "/v1/streams/d", &info)
-	if info.Count != 2 || store.ID(info.FirstID) != fresh[0] || store.ID(info.LastID) != fresh[1] {
+	if info.Count != 2 || info.FirstID != fresh[0] || info.LastID != fresh[1] {
 		t.Fatalf("recreated stream: %+v, want 2 events from %s", info, fresh[0])
 	}
 	if !sameJSON(info.Retention.Override, `{}`) {

@@ -73,7 +73,7 @@ func (h *Handler) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, 
 	if err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return nil, err
 	}
-	body, err := readBody(http.MaxBytesReader(w, r.Body, h.opts.MaxBody), r.ContentLength, h.opts.MaxBody)
+	body, err := readBody(http.MaxBytesReader(w, r.Body, h.opts.MaxBody), r.ContentLength)
 	if err != nil {
 		return nil, bodyError(err)
 	}
@@ -81,14 +81,10 @@ func (h *Handler) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, 
 }
 
 // readBody reads a whole body into one buffer sized from Content-Length
-// when the client sent one within the limit, instead of growing one by
-// doubling from 512 bytes.
-func readBody(r io.Reader, contentLength, limit int64) ([]byte, error) {
-	size := int64(0)
-	if contentLength > 0 && contentLength <= limit {
-		size = contentLength
-	}
-	buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
+// (which the caller has held to the body limit) when the client sent one,
+// instead of growing one by doubling from 512 bytes.
+func readBody(r io.Reader, contentLength int64) ([]byte, error) {
+	buf := bytes.NewBuffer(make([]byte, 0, max(contentLength, 0)+bytes.MinRead))
 	_, err := buf.ReadFrom(r)
 	return buf.Bytes(), err
 }

@@ -255,17 +255,17 @@ func TestPublish(t *testing.T) {
 			}
 			var got []store.ID
 			if tc.batch {
-				var resp struct{ IDs []jsonID }
+				var resp struct{ IDs []store.ID }
 				if err := decodeStrict(b, &resp); err != nil || len(resp.IDs) == 0 {
 					t.Fatalf(`answer %s, want {"ids": [...]} (%v)`, b, err)
 				}
-				got = ids(resp.IDs)
+				got = resp.IDs
 			} else {
-				var resp struct{ ID jsonID }
-				if err := decodeStrict(b, &resp); err != nil || store.ID(resp.ID).IsZero() {
+				var resp struct{ ID store.ID }
+				if err := decodeStrict(b, &resp); err != nil || resp.ID.IsZero() {
 					t.Fatalf(`answer %s, want {"id": ...} (%v)`, b, err)
 				}
-				got = []store.ID{store.ID(resp.ID)}
+				got = []store.ID{resp.ID}
 			}
 			stored, err := s.log.ReadAfter("p", before, 0)
 			if err != nil {

@@ -96,16 +96,16 @@ func (s *testServer) publish(stream, body string) ([]store.ID, error) {
 		return nil, fmt.Errorf("publish %s: status %d: %s", body, status, b)
 	}
 	var resp struct {
-		ID  *jsonID  `json:"id"`
-		IDs []jsonID `json:"ids"`
+		ID  *store.ID  `json:"id"`
+		IDs []store.ID `json:"ids"`
 	}
 	if err := decodeStrict(b, &resp); err != nil {
 		return nil, fmt.Errorf("publish answer %s: %w", b, err)
 	}
 	if resp.ID != nil {
-		return []store.ID{store.ID(*resp.ID)}, nil
+		return []store.ID{*resp.ID}, nil
 	}
-	return ids(resp.IDs), nil
+	return resp.IDs, nil
 }
 
 func (s *testServer) mustPublish(t *testing.T, stream, body string) []store.ID {
@@ -189,22 +189,4 @@ func readEvents(t *testing.T, c *sseClient, n int) []sseEvent {
 		got = append(got, e)
 	}
 	return got
-}
-
-// jsonID decodes an id from JSON. store.ID has MarshalText but no
-// UnmarshalText, so the tests parse ids themselves.
-type jsonID store.ID
-
-func (id *jsonID) UnmarshalText(b []byte) error {
-	x, err := store.ParseID(string(b))
-	*id = jsonID(x)
-	return err
-}
-
-func ids(js []jsonID) []store.ID {
-	out := make([]store.ID, len(js))
-	for i, j := range js {
-		out[i] = store.ID(j)
-	}
-	return out
 }

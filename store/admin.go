@@ -134,7 +134,7 @@ func Compact(dst, src string) (res CompactResult, err error) {
 		}
 		created = false
 	}
-	if err := syncDir(filepath.Dir(dst)); err != nil {
+	if err := SyncDir(filepath.Dir(dst)); err != nil {
 		return res, fmt.Errorf("compact: %w", err)
 	}
 	st, err := os.Stat(dst)
@@ -206,17 +206,7 @@ func Inspect(path string) (r Report, err error) {
 		}); err != nil {
 			return err
 		}
-		if b := tx.Bucket(bucketPolicy); b != nil {
-			return b.ForEach(func(k, v []byte) error {
-				p, err := decodePolicy(v)
-				if err != nil {
-					return fmt.Errorf("stream %s: %w", k, err)
-				}
-				r.Policies[string(k)] = p
-				return nil
-			})
-		}
-		return nil
+		return readPolicies(tx, r.Policies)
 	})
 	if err != nil {
 		return r, fmt.Errorf("inspect %s: %w", path, err)

@@ -49,6 +49,17 @@ func (id ID) AppendText(b []byte) []byte {
 // MarshalText implements encoding.TextMarshaler, so ids encode as JSON strings.
 func (id ID) MarshalText() ([]byte, error) { return id.AppendText(nil), nil }
 
+// UnmarshalText implements encoding.TextUnmarshaler with ParseID, so that
+// what sselog writes as JSON (its answers, inspect --json) reads back.
+func (id *ID) UnmarshalText(b []byte) error {
+	x, err := ParseID(string(b))
+	if err != nil {
+		return err
+	}
+	*id = x
+	return nil
+}
+
 // Time is the id's millisecond timestamp.
 func (id ID) Time() time.Time { return ulid.Time(ulid.ULID(id).Time()) }
 

@@ -80,8 +80,8 @@ type Log struct {
 	queue   chan *appendReq
 	done    chan struct{} // closed when the writer has exited
 
-	// live holds the names of the streams that exist (not deleted), for
-	// MaxStreams. Owned by the writer once Open returns.
+	// live holds the names of the streams that exist (not deleted), kept
+	// only when MaxStreams is set. Owned by the writer once Open returns.
 	live   map[string]struct{}
 	maxStr int
 
@@ -172,7 +172,7 @@ func Open(path string, opts Options) (_ *Log, err error) {
 		// bbolt fsyncs the file, never its directory: without this, a power
 		// cut soon after start could lose the new file, acknowledged events
 		// and all.
-		if err := syncDir(filepath.Dir(path)); err != nil {
+		if err := SyncDir(filepath.Dir(path)); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("open %s: %w", path, err)
 		}
@@ -194,14 +194,17 @@ func Open(path string, opts Options) (_ *Log, err error) {
 				return err
 			}
 		}
-		// One entry per stream, not per event: cheap even for a large log.
-		if err := tx.Bucket(bucketStreams).ForEach(func(k, v []byte) error {
-			if !decodeCounters(v).Deleted {
-				l.live[string(k)] = struct{}{}
+		// live is kept only for MaxStreams: one entry per stream, not per
+		// event, so cheap even for a large log.
+		if l.maxStr > 0 {
+			if err := tx.Bucket(bucketStreams).ForEach(func(k, v []byte) error {
+				if !decodeCounters(v).Deleted {
+					l.live[string(k)] = struct{}{}
+				}
+				return nil
+			}); err != nil {
+				return err
 			}
-			return nil
-		}); err != nil {
-			return err
 		}
 		meta := tx.Bucket(bucketMeta)
 		if v := meta.Get(keyVersion); v == nil {
@@ -426,6 +429,9 @@ func (l *Log) writer(gen *generator) {
 // would create a stream beyond MaxStreams, and returns the streams the rest
 // create and how many requests it admitted.
 func (l *Log) admit(group []*appendReq) (created []string, admitted int) {
+	if l.maxStr <= 0 {
+		return nil, len(group) // no limit, nothing to track
+	}
 	for _, r := range group {
 		r.refused = nil
 		if _, ok := l.live[r.stream]; ok {
@@ -551,7 +557,9 @@ func (l *Log) Ping() error {
 	return nil
 }
 
-func syncDir(dir string) error {
+// SyncDir fsyncs the directory dir, which makes a file created or renamed in
+// it survive a power cut: fsyncing the file alone does not.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -357,17 +357,25 @@ func (l *Log) Policy(stream string) (Policy, error) {
 // Policies returns every stored override, by stream name.
 func (l *Log) Policies() (map[string]Policy, error) {
 	out := make(map[string]Policy)
-	err := l.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketPolicy).ForEach(func(k, v []byte) error {
-			p, err := decodePolicy(v)
-			if err != nil {
-				return fmt.Errorf("stream %s: %w", k, err)
-			}
-			out[string(k)] = p
-			return nil
-		})
-	})
+	err := l.view(func(tx *bolt.Tx) error { return readPolicies(tx, out) })
 	return out, err
+}
+
+// readPolicies adds every stored override to out. A file from before the
+// retention bucket existed has none.
+func readPolicies(tx *bolt.Tx, out map[string]Policy) error {
+	b := tx.Bucket(bucketPolicy)
+	if b == nil {
+		return nil
+	}
+	return b.ForEach(func(k, v []byte) error {
+		p, err := decodePolicy(v)
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", k, err)
+		}
+		out[string(k)] = p
+		return nil
+	})
 }
 
 // Cut selects the oldest events of a stream that a trim removes: every

@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -206,7 +205,7 @@ func saveBackup(ctx context.Context, body io.Reader, size int64, out string, for
 	if err := f.Close(); err != nil {
 		return store.Report{}, err
 	}
-	report, err := inspectFile(tmp)
+	report, err := store.Inspect(tmp)
 	if err != nil {
 		return store.Report{}, fmt.Errorf("the copy does not open as an sselog database: %w", err)
 	}
@@ -218,26 +217,10 @@ func saveBackup(ctx context.Context, body io.Reader, size int64, out string, for
 		return store.Report{}, err
 	}
 	done = true
-	if err := syncDir(filepath.Dir(out)); err != nil {
+	if err := store.SyncDir(filepath.Dir(out)); err != nil {
 		return store.Report{}, err
 	}
 	return report, nil
-}
-
-// inspectFile is store.Inspect for a file that may be damaged, such as a
-// download. On a file shorter than its own header claims, bbolt reads past
-// the end of its memory map (a fault) or panics on a freelist page that is
-// not one; here either is an error, not a crash. For a backup, the length
-// check is the first defence; this one is shallow (it reads the buckets,
-// not every page).
-func inspectFile(path string) (r store.Report, err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("reading %s failed (is it truncated or corrupt?): %v", path, p)
-		}
-	}()
-	return store.Inspect(path)
 }
 
 // place moves the finished tmp to out. Without force it links instead of
@@ -259,19 +242,6 @@ func place(tmp, out string, force bool) error {
 		return os.Rename(tmp, out)
 	}
 	return os.Remove(tmp)
-}
-
-// syncDir makes a rename or a new file in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
 }
 
 // lockedHint adds advice to store.ErrLocked, keeping it checkable.
@@ -359,7 +329,7 @@ retention override. --db can also be set as SSELOG_DB; flags win.
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	r, err := inspectFile(db)
+	r, err := store.Inspect(db)
 	if err != nil {
 		return lockedHint(err, "stop the server first, or inspect a copy made with sselog backup")
 	}

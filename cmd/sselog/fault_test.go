@@ -3,20 +3,16 @@
 package main
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -85,43 +81,11 @@ func TestHelperFaultServe(t *testing.T) {
 // limits, as startChild starts a TestHelperServe one.
 func startFaultChild(t *testing.T, limits []int64, args ...string) *child {
 	t.Helper()
-	enc, err := json.Marshal(args)
-	if err != nil {
-		t.Fatal(err)
-	}
 	lims := make([]string, len(limits))
 	for i, l := range limits {
 		lims[i] = strconv.FormatInt(l, 10)
 	}
-	c := &child{
-		cmd:    exec.Command(os.Args[0], "-test.run=^TestHelperFaultServe$", "-test.count=1"),
-		stdout: newSyncBuffer(),
-		stderr: newSyncBuffer(),
-		exited: make(chan struct{}),
-	}
-	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
-	c.cmd.Env = append(os.Environ(), childArgsEnv+"="+string(enc), fsizeLimitsEnv+"="+strings.Join(lims, ","), "GORACE="+gorace)
-	c.cmd.Stdout, c.cmd.Stderr = c.stdout, c.stderr
-	c.cmd.WaitDelay = time.Second
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		c.err = c.cmd.Wait()
-		close(c.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-c.exited:
-		default:
-			_ = c.cmd.Process.Kill()
-			<-c.exited
-		}
-		if t.Failed() {
-			t.Logf("child stderr:\n%s", c.stderr)
-		}
-	})
-	return c
+	return startHelper(t, "TestHelperFaultServe", []string{fsizeLimitsEnv + "=" + strings.Join(lims, ",")}, args...)
 }
 
 // waitStep waits for the child to report that it is at the given limit step.
@@ -250,111 +214,6 @@ func history(t *testing.T, base, stream string) []sseEvent {
 	}
 }
 
-// beatStream reads an SSE response like sseStream and also notes, for each
-// heartbeat, how many events had come before it.
-type beatStream struct {
-	mu      sync.Mutex
-	events  []sseEvent
-	beats   []int
-	err     error
-	changed chan struct{}
-	done    chan struct{}
-	close   context.CancelFunc // drops the connection
-}
-
-func subscribeBeats(t *testing.T, url, lastID string) *beatStream {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Last-Event-ID", lastID)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("subscribe: %v", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-		t.Fatalf("subscribe: status %d", resp.StatusCode)
-	}
-	s := &beatStream{changed: make(chan struct{}, 1), done: make(chan struct{}), close: cancel}
-	go s.read(resp.Body)
-	return s
-}
-
-func (s *beatStream) read(body io.ReadCloser) {
-	defer body.Close()
-	r := bufio.NewReader(body)
-	var ev sseEvent
-	var data []string
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			s.mu.Lock()
-			s.err = err
-			s.mu.Unlock()
-			close(s.done)
-			return
-		}
-		line = strings.TrimSuffix(line, "\n")
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		s.mu.Lock()
-		switch {
-		case line == "":
-			if data != nil {
-				ev.Data = strings.Join(data, "\n")
-				s.events = append(s.events, ev)
-			}
-			ev, data = sseEvent{ID: ev.ID}, nil
-		case field == "":
-			s.beats = append(s.beats, len(s.events))
-		case field == "id":
-			ev.ID = value
-		case field == "event":
-			ev.Type = value
-		case field == "data":
-			data = append(data, value)
-		}
-		s.mu.Unlock()
-		select {
-		case s.changed <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// quiet waits for the first heartbeat that follows at least n events, and
-// returns the events that had come by then: the server sends a heartbeat
-// only when it has nothing else to send, so these are all there is.
-func (s *beatStream) quiet(t *testing.T, n int) []sseEvent {
-	t.Helper()
-	deadline := time.NewTimer(eventTimeout)
-	defer deadline.Stop()
-	for {
-		s.mu.Lock()
-		for _, b := range s.beats {
-			if b >= n {
-				got := append([]sseEvent(nil), s.events[:b]...)
-				s.mu.Unlock()
-				return got
-			}
-		}
-		s.mu.Unlock()
-		select {
-		case <-s.changed:
-		case <-s.done:
-			t.Fatalf("stream ended (%v) waiting for %d events and a heartbeat", s.err, n)
-		case <-deadline.C:
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			t.Fatalf("no heartbeat after %d events within %v (%d events, beats after %v)", n, eventTimeout, len(s.events), s.beats)
-		}
-	}
-}
-
 // TestWriteFailure runs the server under real write failures: a child
 // process whose file size limit is first a few MiB above the database's
 // pages but below its file size (so that writing pages fails with EFBIG in
@@ -407,9 +266,9 @@ func TestWriteFailure(t *testing.T) {
 	base := waitServing(t, c.stdout, c.stderr, c.exited, func() error { return c.err })
 	waitStep(t, c, 0)
 	// Connected before any failure, from the start of each stream.
-	subs := map[*ledger]*beatStream{
-		big:   subscribeBeats(t, base+"/v1/streams/big/events", zeroID),
-		small: subscribeBeats(t, base+"/v1/streams/small/events", zeroID),
+	subs := map[*ledger]*sseStream{
+		big:   subscribe(t, base+"/v1/streams/big/events", zeroID),
+		small: subscribe(t, base+"/v1/streams/small/events", zeroID),
 	}
 
 	// The failing system call of each step, as os reports it.
@@ -449,7 +308,7 @@ func TestWriteFailure(t *testing.T) {
 		for _, lg := range []*ledger{big, small} {
 			lg.check(t, fmt.Sprintf("step %d history", step), history(t, base, lg.stream))
 			lg.check(t, fmt.Sprintf("step %d subscriber", step), subs[lg].quiet(t, len(lg.acked)))
-			fresh := subscribeBeats(t, base+"/v1/streams/"+lg.stream+"/events", zeroID)
+			fresh := subscribe(t, base+"/v1/streams/"+lg.stream+"/events", zeroID)
 			lg.check(t, fmt.Sprintf("step %d replay", step), fresh.quiet(t, len(lg.acked)))
 			fresh.close()
 		}

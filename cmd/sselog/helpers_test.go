@@ -67,7 +67,7 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-var servingLine = regexp.MustCompile(`(?m)^sselog serving on (http://\S+)\n`)
+var servingLine = regexp.MustCompile(`(?m)^sselog serving on (https?://\S+)\n`)
 
 // waitServing waits for the "serving" line in out and returns its URL. It
 // fails the test if exited is closed first (the program stopped before
@@ -208,10 +208,12 @@ type sseEvent struct{ ID, Type, Data string }
 type sseStream struct {
 	mu      sync.Mutex
 	events  []sseEvent
+	beats   []int // for each heartbeat, how many events had come before it
 	retry   string
 	err     error // why the stream ended: io.EOF for a clean end
 	changed chan struct{}
 	done    chan struct{}
+	close   context.CancelFunc // drops the connection
 }
 
 // subscribe opens an SSE stream. lastID is sent as Last-Event-ID unless
@@ -237,7 +239,7 @@ func subscribe(t *testing.T, url, lastID string) *sseStream {
 		resp.Body.Close()
 		t.Fatalf("subscribe: status %d, Content-Type %q: %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
 	}
-	s := &sseStream{changed: make(chan struct{}, 1), done: make(chan struct{})}
+	s := &sseStream{changed: make(chan struct{}, 1), done: make(chan struct{}), close: cancel}
 	go s.read(resp.Body)
 	return s
 }
@@ -271,14 +273,15 @@ func (s *sseStream) read(body io.ReadCloser) {
 				s.mu.Lock()
 				s.events = append(s.events, ev)
 				s.mu.Unlock()
-				select {
-				case s.changed <- struct{}{}:
-				default:
-				}
+				s.signal()
 			}
 			ev, data = sseEvent{ID: ev.ID}, nil
 		case field == "":
 			// A comment: the heartbeat.
+			s.mu.Lock()
+			s.beats = append(s.beats, len(s.events))
+			s.mu.Unlock()
+			s.signal()
 		case field == "id":
 			ev.ID = value
 		case field == "event":
@@ -289,6 +292,42 @@ func (s *sseStream) read(body io.ReadCloser) {
 			s.mu.Lock()
 			s.retry = value
 			s.mu.Unlock()
+		}
+	}
+}
+
+func (s *sseStream) signal() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+// quiet waits for the first heartbeat that follows at least n events, and
+// returns the events that had come by then: the server sends a heartbeat
+// only when it has nothing else to send, so these are all there is.
+func (s *sseStream) quiet(t *testing.T, n int) []sseEvent {
+	t.Helper()
+	deadline := time.NewTimer(eventTimeout)
+	defer deadline.Stop()
+	for {
+		s.mu.Lock()
+		for _, b := range s.beats {
+			if b >= n {
+				got := append([]sseEvent(nil), s.events[:b]...)
+				s.mu.Unlock()
+				return got
+			}
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.changed:
+		case <-s.done:
+			t.Fatalf("stream ended (%v) waiting for %d events and a heartbeat", s.err, n)
+		case <-deadline.C:
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			t.Fatalf("no heartbeat after %d events within %v (%d events, beats after %v)", n, eventTimeout, len(s.events), s.beats)
 		}
 	}
 }

@@ -44,12 +44,20 @@ type child struct {
 
 func startChild(t *testing.T, args ...string) *child {
 	t.Helper()
+	return startHelper(t, "TestHelperServe", nil, args...)
+}
+
+// startHelper re-executes the test binary to run only the test named
+// helper, which reads args from childArgsEnv, with env added to its
+// environment.
+func startHelper(t *testing.T, helper string, env []string, args ...string) *child {
+	t.Helper()
 	enc, err := json.Marshal(args)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &child{
-		cmd:    exec.Command(os.Args[0], "-test.run=^TestHelperServe$", "-test.count=1"),
+		cmd:    exec.Command(os.Args[0], "-test.run=^"+helper+"$", "-test.count=1"),
 		stdout: newSyncBuffer(),
 		stderr: newSyncBuffer(),
 		exited: make(chan struct{}),
@@ -57,7 +65,7 @@ func startChild(t *testing.T, args ...string) *child {
 	// The race detector otherwise sleeps a second at exit, which would
 	// count against the child's shutdown time.
 	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
-	c.cmd.Env = append(os.Environ(), childArgsEnv+"="+string(enc), "GORACE="+gorace)
+	c.cmd.Env = append(append(os.Environ(), childArgsEnv+"="+string(enc), "GORACE="+gorace), env...)
 	c.cmd.Stdout, c.cmd.Stderr = c.stdout, c.stderr
 	c.cmd.WaitDelay = time.Second
 	if err := c.cmd.Start(); err != nil {

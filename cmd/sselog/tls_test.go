@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -62,47 +61,6 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 	return certFile, keyFile, pool
 }
 
-var httpsServingLine = regexp.MustCompile(`(?m)^sselog serving on (https://\S+)\n`)
-
-// startTLSServer is startServer for a server that says it serves HTTPS.
-func startTLSServer(t *testing.T, args ...string) *server {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &server{cancel: cancel, done: make(chan struct{}), stdout: newSyncBuffer(), stderr: newSyncBuffer()}
-	go func() {
-		s.err = run(ctx, append([]string{"serve"}, args...), s.stdout, s.stderr)
-		close(s.done)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if !s.stopped {
-			select {
-			case <-s.done:
-			case <-time.After(stopTimeout):
-				t.Errorf("server did not stop in cleanup")
-			}
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", s.stderr)
-		}
-	})
-	deadline := time.NewTimer(startTimeout)
-	defer deadline.Stop()
-	for {
-		if m := httpsServingLine.FindStringSubmatch(s.stdout.String()); m != nil {
-			s.URL = m[1]
-			return s
-		}
-		select {
-		case <-s.stdout.changed:
-		case <-s.done:
-			t.Fatalf("exited before serving: %v\nstdout:\n%s\nstderr:\n%s", s.err, s.stdout, s.stderr)
-		case <-deadline.C:
-			t.Fatalf("not serving after %v\nstdout:\n%s", startTimeout, s.stdout)
-		}
-	}
-}
-
 // subscribeWith is subscribe through a given client.
 func subscribeWith(t *testing.T, client *http.Client, url string) (*sseStream, *http.Response) {
 	t.Helper()
@@ -135,7 +93,10 @@ func TestServeTLS(t *testing.T) {
 	t.Parallel()
 	certFile, keyFile, pool := selfSigned(t)
 	db := filepath.Join(t.TempDir(), "x.db")
-	srv := startTLSServer(t, "--addr", "127.0.0.1:0", "--db", db, "--tls-cert", certFile, "--tls-key", keyFile, "--heartbeat", "1h")
+	srv := startServer(t, "--addr", "127.0.0.1:0", "--db", db, "--tls-cert", certFile, "--tls-key", keyFile, "--heartbeat", "1h")
+	if !strings.HasPrefix(srv.URL, "https://") {
+		t.Fatalf("serving on %s, want https", srv.URL)
+	}
 
 	var handshakes atomic.Int32
 	tr := &http.Transport{
