@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -12,8 +11,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,6 +34,23 @@ import (
 // sensitive); '*' matches any run of characters, the empty run included.
 // So "orders" matches only "orders", "audit.*" matches "audit.x",
 // "audit.x.y" and "audit." but not "audit", and "*" matches every stream.
+//
+// Claims are read exactly, because encoding/json alone would read
+// {"sselog": {"aDmIn": true}} as an admin grant and let a second "exp"
+// revive an expired token. A token is invalid when:
+//   - its claims are not valid UTF-8, or any object in them, at any depth,
+//     holds a key twice (compared after escapes are decoded);
+//   - the "sselog" claim is not an object, or holds a key other than
+//     "publish", "subscribe" and "admin" (byte for byte: "Admin" is
+//     unknown);
+//   - exp, nbf or iat is present but not a JSON number ("exp": "1767225600"
+//     is refused);
+//   - a top-level claim is not one of exp, nbf, iat, iss, sub, aud, jti
+//     and sselog byte for byte, yet equals one of them under Unicode case
+//     folding ("Exp", "SSELOG", "sſelog" with U+017F): a claim the issuer
+//     meant as ours and that we would not read is an attack or a bug, and
+//     refusing it is safer than ignoring it.
+// Other top-level claims are allowed and ignored.
 //
 // What each endpoint needs:
 //   - POST /v1/streams/{stream}/events: publish on the stream.
@@ -77,7 +95,8 @@ var (
 	ErrNoToken = errors.New("a bearer token is required")
 	// ErrInvalidToken is returned for a token that is malformed, not signed
 	// by the server's key with an algorithm of that key, expired, not yet
-	// valid, without an expiry, or whose grants are malformed.
+	// valid, without an expiry, whose grants are malformed, or whose
+	// claims are not exact (see the comment at the top of this file).
 	ErrInvalidToken = errors.New("invalid token")
 	// ErrForbidden is returned when a valid token does not grant what the
 	// request needs.
@@ -229,16 +248,32 @@ type grants struct {
 	until time.Time
 }
 
-// UnmarshalJSON decodes grants strictly: an unknown field (a misspelt
-// action) or an invalid pattern makes the token invalid instead of quietly
-// granting less than its issuer meant.
+// UnmarshalJSON decodes grants strictly: keys are matched byte for byte
+// and may appear once (store.StrictObject), and an unknown key (a misspelt
+// action, or "Admin") or an invalid pattern makes the token invalid
+// instead of quietly granting other than its issuer meant. encoding/json's
+// own struct decoding would take "aDmIn" for "admin".
 func (g *grants) UnmarshalJSON(b []byte) error {
-	type plain grants
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	var p plain
-	if err := dec.Decode(&p); err != nil {
+	members, err := store.StrictObject(b)
+	if err != nil {
 		return fmt.Errorf("sselog claim: %w", err)
+	}
+	var p grants
+	for _, k := range slices.Sorted(maps.Keys(members)) {
+		var err error
+		switch v := members[k]; k {
+		case "publish":
+			err = json.Unmarshal(v, &p.Publish)
+		case "subscribe":
+			err = json.Unmarshal(v, &p.Subscribe)
+		case "admin":
+			err = json.Unmarshal(v, &p.Admin)
+		default:
+			err = errors.New("unknown key (keys are publish, subscribe and admin, in lower case)")
+		}
+		if err != nil {
+			return fmt.Errorf("sselog claim: %q: %w", k, err)
+		}
 	}
 	for _, list := range [][]string{p.Publish, p.Subscribe} {
 		for _, pat := range list {
@@ -247,13 +282,78 @@ func (g *grants) UnmarshalJSON(b []byte) error {
 			}
 		}
 	}
-	*g = grants(p)
+	*g = p
 	return nil
 }
 
+// tokenClaims is what a token's payload is decoded into. jwt's parser
+// decodes the payload with encoding/json, which calls UnmarshalJSON below
+// with all of it, and then validates exp and nbf through the embedded
+// RegisteredClaims' getters: so every claim jwt checks, and every grant,
+// went through the exact parse.
 type tokenClaims struct {
 	jwt.RegisteredClaims
 	Sselog grants `json:"sselog"`
+}
+
+// ourClaims are the claim names tokenClaims reads.
+var ourClaims = []string{"exp", "nbf", "iat", "iss", "sub", "aud", "jti", "sselog"}
+
+// UnmarshalJSON reads a token's claims by the exact rules in the comment
+// at the top of this file. It reads each claim on its own, so that no key
+// reaches encoding/json's case-folding field matching.
+func (c *tokenClaims) UnmarshalJSON(b []byte) error {
+	members, err := store.StrictObject(b)
+	if err != nil {
+		return fmt.Errorf("claims: %w", err)
+	}
+	var out tokenClaims
+	for _, k := range slices.Sorted(maps.Keys(members)) {
+		var err error
+		switch v := members[k]; k {
+		case "exp":
+			out.ExpiresAt, err = numericDate(v)
+		case "nbf":
+			out.NotBefore, err = numericDate(v)
+		case "iat":
+			out.IssuedAt, err = numericDate(v)
+		case "iss":
+			err = json.Unmarshal(v, &out.Issuer)
+		case "sub":
+			err = json.Unmarshal(v, &out.Subject)
+		case "aud":
+			err = json.Unmarshal(v, &out.Audience)
+		case "jti":
+			err = json.Unmarshal(v, &out.ID)
+		case "sselog":
+			err = out.Sselog.UnmarshalJSON(v)
+		default:
+			for _, ours := range ourClaims {
+				if strings.EqualFold(k, ours) {
+					err = fmt.Errorf("claim names are case-sensitive: this is not %q", ours)
+					break
+				}
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("claim %q: %w", k, err)
+		}
+	}
+	*c = out
+	return nil
+}
+
+// numericDate decodes a NumericDate claim, which must be a JSON number:
+// jwt's own decoder also takes a string holding one ("exp": "1767225600").
+func numericDate(v json.RawMessage) (*jwt.NumericDate, error) {
+	if len(v) == 0 || v[0] != '-' && (v[0] < '0' || v[0] > '9') {
+		return nil, errors.New("not a JSON number")
+	}
+	d := new(jwt.NumericDate)
+	if err := d.UnmarshalJSON(v); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 // validatePattern checks a stream pattern's syntax.
@@ -374,21 +474,23 @@ func tokenFrom(r *http.Request) (string, error) {
 	return "", ErrNoToken
 }
 
-// withoutQueryToken returns r with the access_token query parameter
-// removed from its URL and RequestURI, so that nothing downstream can log
-// or echo the token.
+// withoutQueryToken returns r with every access_token query pair removed
+// from its URL and RequestURI, so that nothing downstream can log or echo
+// the token. A pair is removed when its key decodes to access_token the
+// way url.ParseQuery (and so tokenFrom) decodes it, however it is
+// percent-encoded ("access%5Ftoken", "%61ccess_token"): a cheaper test on
+// the raw query would miss a token that was used.
 func withoutQueryToken(r *http.Request) *http.Request {
-	if !strings.Contains(r.URL.RawQuery, TokenParam) {
+	raw := r.URL.RawQuery
+	if !hasQueryToken(raw) {
 		return r
 	}
-	parts := strings.Split(r.URL.RawQuery, "&")
+	parts := strings.Split(raw, "&")
 	kept := parts[:0]
-	for _, part := range parts {
-		k, _, _ := strings.Cut(part, "=")
-		if uk, err := url.QueryUnescape(k); err == nil && uk == TokenParam || k == TokenParam {
-			continue
+	for _, pair := range parts {
+		if !isTokenPair(pair) {
+			kept = append(kept, pair)
 		}
-		kept = append(kept, part)
 	}
 	r2 := r.WithContext(r.Context()) // a shallow copy
 	u := *r.URL
@@ -396,6 +498,32 @@ func withoutQueryToken(r *http.Request) *http.Request {
 	r2.URL = &u
 	r2.RequestURI = u.RequestURI()
 	return r2
+}
+
+func hasQueryToken(raw string) bool {
+	for rest := raw; rest != ""; {
+		var pair string
+		pair, rest, _ = strings.Cut(rest, "&")
+		if isTokenPair(pair) {
+			return true
+		}
+	}
+	return false
+}
+
+// isTokenPair reports whether a raw "key=value" query pair has the key
+// access_token. url.ParseQuery skips a pair holding ';' (it is not a
+// separator since Go 1.17), so such a pair is never used as the token; it
+// is still removed when any ';'-separated piece of it has the key, because
+// other software splits there and would read a token in it.
+func isTokenPair(pair string) bool {
+	for piece := range strings.SplitSeq(pair, ";") {
+		k, _, _ := strings.Cut(piece, "=")
+		if k, err := url.QueryUnescape(k); err == nil && k == TokenParam {
+			return true
+		}
+	}
+	return false
 }
 
 // authorize runs next only when the request's token grants need on the

@@ -24,65 +24,62 @@ func errorf(status int, format string, args ...any) error {
 	return &requestError{status: status, msg: fmt.Sprintf(format, args...)}
 }
 
-// errorStatus is the one place errors become HTTP statuses.
-func errorStatus(err error) int {
+// errorStatus is the one place errors become HTTP statuses, with the
+// message a client is shown for them.
+//
+// A 4xx message describes the request, and is the error's own text. A 5xx
+// message is a fixed sentence: the error's text may name files or carry an
+// operating-system error, which belong in the log only.
+func errorStatus(err error) (status int, public string) {
 	var re *requestError
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &re):
-		return re.status
+		// Written for the client by this package, whatever its status.
+		return re.status, re.msg
 	case errors.As(err, &tooBig):
-		return http.StatusRequestEntityTooLarge
+		return http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", tooBig.Limit)
 	case errors.Is(err, store.ErrInvalidStream),
 		errors.Is(err, store.ErrInvalidEvent),
 		errors.Is(err, store.ErrEmptyBatch),
 		errors.Is(err, store.ErrInvalidID),
 		errors.Is(err, store.ErrInvalidPolicy):
-		return http.StatusBadRequest
+		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, ErrNoToken), errors.Is(err, ErrInvalidToken):
-		return http.StatusUnauthorized
+		return http.StatusUnauthorized, err.Error()
 	case errors.Is(err, ErrForbidden):
-		return http.StatusForbidden
+		return http.StatusForbidden, err.Error()
 	case errors.Is(err, store.ErrStreamNotFound):
-		return http.StatusNotFound
+		return http.StatusNotFound, err.Error()
 	case errors.Is(err, store.ErrTooManyStreams):
-		return http.StatusTooManyRequests
+		return http.StatusTooManyRequests, err.Error()
 	case errors.Is(err, store.ErrClosed), errors.Is(err, stream.ErrClosed):
-		return http.StatusServiceUnavailable
+		return http.StatusServiceUnavailable, "the server is shutting down; retry later"
 	case errors.Is(err, store.ErrWrite):
 		// The disk failed, not the request: nothing was stored, and a
 		// retry may succeed once space is freed.
-		return http.StatusServiceUnavailable
+		return http.StatusServiceUnavailable, "the database could not store the events (nothing was stored); retry later"
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		// The client went away or gave up; the answer is for the log only.
-		return http.StatusServiceUnavailable
+		return http.StatusServiceUnavailable, "the request was cancelled"
 	default:
-		return http.StatusInternalServerError
+		return http.StatusInternalServerError, "internal error"
 	}
 }
 
 // writeError answers with err's status and a JSON body {"error": "..."}.
-// Server faults are logged, and their detail is not shown to the client.
+// Server faults are logged with their detail, which the client is not
+// shown.
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	status := errorStatus(err)
-	msg := err.Error()
-	gone := errors.Is(err, context.Canceled)
-	if gone {
+	status, msg := errorStatus(err)
+	switch {
+	case errors.Is(err, context.Canceled):
 		h.logger.Debug("client gone before the answer", "method", r.Method, "path", r.URL.Path, "err", err)
-	} else if errors.Is(err, store.ErrWrite) {
+	case errors.Is(err, store.ErrWrite):
 		// The store logs the failed commit once, for all its requests.
 		h.logger.Debug("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
-	} else if status >= 500 {
+	case status >= 500:
 		h.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
-		if status == http.StatusInternalServerError {
-			msg = "internal error"
-		}
-		if errors.Is(err, store.ErrWrite) {
-			msg = "the database could not store the events (nothing was stored); retry later"
-		}
-	}
-	if status == http.StatusRequestEntityTooLarge {
-		msg = fmt.Sprintf("request body larger than %d bytes", h.opts.MaxBody)
 	}
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")

@@ -23,6 +23,7 @@ const (
 	DefaultWriteTimeout = 30 * time.Second
 	DefaultReadTimeout  = 30 * time.Second
 	DefaultMaxBody      = 1 << 20
+	DefaultBodyMemory   = 64 << 20
 	DefaultHistoryLimit = 100
 	MaxHistoryLimit     = 1000
 )
@@ -46,6 +47,12 @@ type Options struct {
 	// MaxBody is the largest publish body accepted, in bytes. Zero means
 	// DefaultMaxBody.
 	MaxBody int64
+	// BodyMemory caps the bytes that the request bodies being read or
+	// stored hold together. A body takes its share as its bytes arrive,
+	// not as its Content-Length announces, and a request that would take
+	// more than is left is answered 503 with Retry-After. Zero means
+	// DefaultBodyMemory; it must not be below MaxBody.
+	BodyMemory int64
 	// Retention is the server's default retention, shown with each
 	// stream's override.
 	Retention retention.Limits
@@ -73,6 +80,7 @@ type Handler struct {
 	router *mux.Router
 	root   http.Handler // router behind the CORS layer
 	retry  []byte       // the "retry:" line every stream starts with
+	bodies *byteBudget  // bytes held by request bodies in flight
 
 	// streams counts the streams running on connections taken over from
 	// net/http, which http.Server.Shutdown neither waits for nor closes.
@@ -106,7 +114,13 @@ func NewHandler(log *store.Log, hub *stream.Hub, opts Options) *Handler {
 	if opts.MaxBody <= 0 {
 		opts.MaxBody = DefaultMaxBody
 	}
+	if opts.BodyMemory <= 0 {
+		opts.BodyMemory = DefaultBodyMemory
+	}
+	// A body of the largest size must fit, or it could never be accepted.
+	opts.BodyMemory = max(opts.BodyMemory, opts.MaxBody+1)
 	h := &Handler{log: log, hub: hub, opts: opts, logger: opts.Logger, router: mux.NewRouter(), conns: make(map[*connSink]struct{}), slotsIP: make(map[string]int)}
+	h.bodies = &byteBudget{max: opts.BodyMemory}
 	h.retry = []byte("retry: " + strconv.FormatInt(opts.Retry.Milliseconds(), 10) + "\n\n")
 
 	r := h.router
@@ -163,6 +177,14 @@ func (h *Handler) Drain(ctx context.Context) error {
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// First, for every request: the verdicts are taken in order.
+	if r.ProtoMajor == 1 && ambiguousLength(r.Context()) {
+		// RFC 9112 6.1: the connection must not carry another request,
+		// since a proxy in front may have framed this one differently.
+		w.Header().Set("Connection", "close")
+		h.writeError(w, r, errorf(http.StatusBadRequest, "the request has both Content-Length and Transfer-Encoding"))
+		return
+	}
 	h.root.ServeHTTP(w, r)
 }
 

@@ -1,13 +1,12 @@
 package httpapi
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"mime"
 	"net/http"
 	"os"
-	"time"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/gorilla/mux"
@@ -21,11 +20,14 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	body, err := h.readJSONBody(w, r)
+	body, release, err := h.readJSONBody(w, r)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
 	}
+	// The decoded events take about as many bytes as the body: the
+	// budget's share is kept until they are stored.
+	defer release()
 	events, batch, err := decodeEvents(body)
 	if err != nil {
 		h.writeError(w, r, err)
@@ -55,38 +57,123 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(out)
 }
 
-// readJSONBody reads a request's JSON body within the read timeout and the
-// body size limit.
-func (h *Handler) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+// readJSONBody reads a request's JSON body within the read timeout, the
+// body size limit and the server's body memory budget. release gives the
+// body's bytes back to the budget; call it once the body, and what was
+// decoded from it, are no longer needed.
+func (h *Handler) readJSONBody(w http.ResponseWriter, r *http.Request) (body []byte, release func(), err error) {
 	// Requiring JSON also keeps cross-site HTML forms out: a browser sends
 	// application/json to another origin only after a CORS preflight.
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		return nil, errorf(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		return nil, nil, errorf(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
 	}
 	// A body announced as too large is refused before a byte is read.
 	if r.ContentLength > h.opts.MaxBody {
-		return nil, &http.MaxBytesError{Limit: h.opts.MaxBody}
+		return nil, nil, &http.MaxBytesError{Limit: h.opts.MaxBody}
 	}
 	// The server sets no ReadTimeout (it would end SSE streams), so the
-	// body gets its own deadline: a stalled client cannot hold a handler.
-	err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.opts.ReadTimeout))
-	if err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return nil, err
+	// body gets its own: a stalled client cannot hold a handler. It is a
+	// watchdog rather than a deadline set ahead (see watchdog.go).
+	rc := http.NewResponseController(w)
+	dog := newWatchdog(h.opts.ReadTimeout, func() { _ = rc.SetReadDeadline(pastDeadline) })
+	dog.start()
+	body, held, err := readBody(http.MaxBytesReader(w, r.Body, h.opts.MaxBody), r.ContentLength, h.opts.MaxBody, h.bodies)
+	if dog.close() && err == nil {
+		// The whole body arrived as the time ran out, and the past
+		// deadline may still be set: answer as if it had not.
+		err = os.ErrDeadlineExceeded
 	}
-	body, err := readBody(http.MaxBytesReader(w, r.Body, h.opts.MaxBody), r.ContentLength)
 	if err != nil {
-		return nil, bodyError(err)
+		h.bodies.give(held)
+		if errors.Is(err, errBodyBudget) && r.ProtoMajor == 1 {
+			// The rest of the body is still on the wire: net/http would
+			// wait for it before reading the next request.
+			w.Header().Set("Connection", "close")
+		}
+		return nil, nil, bodyError(err)
 	}
-	return body, nil
+	return body, func() { h.bodies.give(held) }, nil
 }
 
-// readBody reads a whole body into one buffer sized from Content-Length
-// (which the caller has held to the body limit) when the client sent one,
-// instead of growing one by doubling from 512 bytes.
-func readBody(r io.Reader, contentLength int64) ([]byte, error) {
-	buf := bytes.NewBuffer(make([]byte, 0, max(contentLength, 0)+bytes.MinRead))
-	_, err := buf.ReadFrom(r)
-	return buf.Bytes(), err
+// firstBodyBuffer is the buffer a body is first read into when its length
+// is unknown or larger. Memory follows the bytes that arrive, not the
+// length announced: a client that announces a megabyte and sends ten
+// bytes holds this much, not a megabyte.
+const firstBodyBuffer = 4 << 10
+
+// errBodyBudget is returned by readBody when the bodies in flight already
+// hold the server's body memory budget.
+var errBodyBudget = errors.New("publish bodies in flight hold the server's body memory budget")
+
+// readBody reads a whole body of at most limit bytes into one buffer that
+// grows by doubling as bytes arrive, its capacity taken from budget as it
+// grows. held is the capacity taken, which the caller gives back, also on
+// error. A body whose Content-Length is small is read into a buffer of
+// exactly that size.
+func readBody(r io.Reader, contentLength, limit int64, budget *byteBudget) (body []byte, held int64, err error) {
+	size := int64(firstBodyBuffer)
+	if contentLength >= 0 && contentLength < size {
+		// One byte more than announced, to see the end without growing.
+		size = contentLength + 1
+	}
+	if !budget.take(size) {
+		return nil, 0, errBodyBudget
+	}
+	held = size
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			// The reader stops a body at limit bytes, with an error; one
+			// byte more makes the error reachable without another growth.
+			grown := min(2*int64(cap(buf)), limit+1)
+			if contentLength >= 0 {
+				grown = min(grown, contentLength+1)
+			}
+			if grown <= int64(cap(buf)) {
+				grown = int64(cap(buf)) + firstBodyBuffer
+			}
+			if !budget.take(grown - held) {
+				return nil, held, errBodyBudget
+			}
+			held = grown
+			buf = append(make([]byte, 0, grown), buf...)
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, held, nil
+		}
+		if err != nil {
+			return nil, held, err
+		}
+	}
+}
+
+// byteBudget caps the bytes held by several holders together. A nil
+// budget has no cap.
+type byteBudget struct {
+	max  int64
+	used atomic.Int64
+}
+
+// take reserves n bytes, and reports false, reserving nothing, when that
+// would exceed the cap.
+func (b *byteBudget) take(n int64) bool {
+	if b == nil {
+		return true
+	}
+	if b.used.Add(n) > b.max {
+		b.used.Add(-n)
+		return false
+	}
+	return true
+}
+
+// give returns n bytes reserved by take.
+func (b *byteBudget) give(n int64) {
+	if b != nil && n != 0 {
+		b.used.Add(-n)
+	}
 }
 
 // bodyError classifies a failure to read a publish body: it was the
@@ -98,6 +185,8 @@ func bodyError(err error) error {
 		return err
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return errorf(http.StatusRequestTimeout, "request body not received in time")
+	case errors.Is(err, errBodyBudget):
+		return errorf(http.StatusServiceUnavailable, "the server holds as many request bodies as it may; retry later")
 	default:
 		return errorf(http.StatusBadRequest, "reading request body: %v", err)
 	}

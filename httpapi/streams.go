@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -79,18 +78,17 @@ func (h *Handler) putRetention(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	body, err := h.readJSONBody(w, r)
+	body, release, err := h.readJSONBody(w, r)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
 	}
+	defer release()
+	// The policy's own decoder reads the whole body, so that every byte
+	// of it goes through its exact rules (keys matched byte for byte, none
+	// twice); every refusal is ErrInvalidPolicy, a 400.
 	var p store.Policy
-	if err := json.Unmarshal(body, &p); err != nil {
-		if !errors.Is(err, store.ErrInvalidPolicy) {
-			// A body that is not a JSON object at all fails before the
-			// policy's own decoder runs.
-			err = errorf(http.StatusBadRequest, "%v: %v", store.ErrInvalidPolicy, err)
-		}
+	if err := p.UnmarshalJSON(body); err != nil {
 		h.writeError(w, r, err)
 		return
 	}

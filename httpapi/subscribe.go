@@ -130,7 +130,8 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 	defer sub.Close()
 	setStreamHeaders(w.Header())
 	w.WriteHeader(http.StatusOK)
-	sink := &responseSink{w: w, rc: http.NewResponseController(w), ctx: r.Context(), timeout: h.opts.WriteTimeout}
+	sink := newResponseSink(w, r.Context(), h.opts.WriteTimeout)
+	defer sink.close()
 	if err := sink.send([][]byte{h.retry}); err != nil {
 		return
 	}
@@ -277,13 +278,23 @@ type sseSink interface {
 }
 
 // responseSink streams through net/http: HTTP/2, or when the connection
-// cannot be taken over.
+// cannot be taken over. Its writes are cut by a watchdog, not a deadline
+// set ahead: over HTTP/2 that would keep a stream the client has reset in
+// memory for the write timeout (see watchdog.go).
 type responseSink struct {
-	w       http.ResponseWriter
-	rc      *http.ResponseController
-	ctx     context.Context
-	timeout time.Duration
+	w   http.ResponseWriter
+	rc  *http.ResponseController
+	ctx context.Context
+	dog *watchdog
 }
+
+func newResponseSink(w http.ResponseWriter, ctx context.Context, timeout time.Duration) *responseSink {
+	rc := http.NewResponseController(w)
+	return &responseSink{w: w, rc: rc, ctx: ctx, dog: newWatchdog(timeout, func() { _ = rc.SetWriteDeadline(pastDeadline) })}
+}
+
+// close stops the watchdog; call it before the handler returns.
+func (s *responseSink) close() { s.dog.close() }
 
 func (s *responseSink) onGone(fn func()) func() {
 	stop := context.AfterFunc(s.ctx, fn)
@@ -292,25 +303,18 @@ func (s *responseSink) onGone(fn func()) func() {
 
 func (s *responseSink) isGone() bool { return s.ctx.Err() != nil }
 
-func (s *responseSink) extend() error {
-	err := s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
-	if errors.Is(err, http.ErrNotSupported) {
-		return nil
-	}
-	return err
-}
-
 func (s *responseSink) send(chunks [][]byte) error {
-	if err := s.extend(); err != nil {
+	if err := s.ctx.Err(); err != nil {
+		// Reset or gone: nothing more is written, not even a flush.
 		return err
 	}
+	s.dog.start()
+	defer s.dog.stop()
 	pending := 0
 	for _, c := range chunks {
 		for len(c) > 0 {
 			if pending == deadlineEvery {
-				if err := s.extend(); err != nil {
-					return err
-				}
+				s.dog.progress()
 				pending = 0
 			}
 			n := min(len(c), deadlineEvery-pending)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 )
@@ -23,7 +24,8 @@ type Event struct {
 
 // ResetType is the SSE event type sselog sends when a subscriber cannot
 // resume exactly where it asked to (see the stream package). No stored
-// event has it, so a client can trust every "reset" it receives.
+// event has it, nor any type that only looks like it (ValidateType), so a
+// client can trust every "reset" it receives.
 const ResetType = "reset"
 
 // Limits on what the log accepts.
@@ -39,8 +41,9 @@ var (
 	// 1-128 bytes of A-Z a-z 0-9 . _ -, not starting with ".".
 	ErrInvalidStream = errors.New("invalid stream name")
 	// ErrInvalidEvent is returned for an event the log cannot store as an
-	// SSE event: a type that is too long or has control characters, or
-	// missing data.
+	// SSE event, or must not: a type that is too long, has control or
+	// format characters, starts or ends with white space, or could be taken
+	// for ResetType (see ValidateType); or missing data.
 	ErrInvalidEvent = errors.New("invalid event")
 	// ErrEmptyBatch is returned by Append when given no events.
 	ErrEmptyBatch = errors.New("empty batch")
@@ -66,9 +69,16 @@ func ValidateStream(name string) error {
 
 // ValidateType checks an event type: at most MaxTypeLen bytes of valid
 // UTF-8 without control characters, so it can never break out of the
-// "event:" line of an SSE frame, and not the reserved ResetType.
+// "event:" line of an SSE frame, and nothing a client could take for the
+// reserved ResetType. Clients trim types, fold their case or show them to
+// people, so besides ResetType itself it refuses any type equal to it
+// under Unicode case folding ("RESET", "reſet" with U+017F), any type with
+// leading or trailing white space, and any type holding a format
+// character (Unicode category Cf: U+FEFF, zero-width and bidirectional
+// controls), which is invisible where shown. This is the one place event
+// types are judged: the HTTP decoder calls it.
 func ValidateType(typ string) error {
-	if typ == ResetType {
+	if strings.EqualFold(typ, ResetType) {
 		return fmt.Errorf("%w: type %q is reserved for sselog's own notices", ErrInvalidEvent, ResetType)
 	}
 	if len(typ) > MaxTypeLen {
@@ -81,6 +91,14 @@ func ValidateType(typ string) error {
 		if unicode.IsControl(r) {
 			return fmt.Errorf("%w: type contains a control character", ErrInvalidEvent)
 		}
+		if unicode.Is(unicode.Cf, r) {
+			return fmt.Errorf("%w: type contains an invisible format character %U", ErrInvalidEvent, r)
+		}
+	}
+	first, _ := utf8.DecodeRuneInString(typ)
+	last, _ := utf8.DecodeLastRuneInString(typ)
+	if typ != "" && (unicode.IsSpace(first) || unicode.IsSpace(last)) {
+		return fmt.Errorf("%w: type starts or ends with white space", ErrInvalidEvent)
 	}
 	return nil
 }

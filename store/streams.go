@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -245,17 +247,33 @@ func (p Policy) MarshalJSON() ([]byte, error) {
 }
 
 // UnmarshalJSON reads {"max_age": "24h", "max_events": 1000, "max_bytes":
-// 1048576}, any field optional. Unknown fields, negative numbers and ages
-// that are not durations are refused with ErrInvalidPolicy.
+// 1048576}, any field optional, null the same as absent. Keys are matched
+// byte for byte and may appear once (see StrictObject): an operator's
+// {"MAX_EVENTS": 1} or a repeated key would otherwise be read as something
+// other than what was written. Unknown or misspelt fields, negative
+// numbers and ages that are not durations are refused with
+// ErrInvalidPolicy.
 func (p *Policy) UnmarshalJSON(b []byte) error {
-	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
-		return fmt.Errorf("%w: a policy is a JSON object", ErrInvalidPolicy)
+	members, err := StrictObject(b)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidPolicy, err)
 	}
 	var j policyJSON
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&j); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidPolicy, err)
+	for _, k := range slices.Sorted(maps.Keys(members)) {
+		var err error
+		switch v := members[k]; k {
+		case "max_age":
+			err = json.Unmarshal(v, &j.MaxAge)
+		case "max_events":
+			err = json.Unmarshal(v, &j.MaxEvents)
+		case "max_bytes":
+			err = json.Unmarshal(v, &j.MaxBytes)
+		default:
+			err = errors.New("unknown field (fields are max_age, max_events and max_bytes, in lower case)")
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %q: %w", ErrInvalidPolicy, k, err)
+		}
 	}
 	*p = Policy{MaxEvents: j.MaxEvents, MaxBytes: j.MaxBytes}
 	if j.MaxAge != nil {

@@ -79,6 +79,22 @@ func TestValidateType(t *testing.T) {
 		{"C1 NEL", "a\u0085b", false},
 		{"invalid UTF-8", "a\xffb", false},
 		{"truncated UTF-8", "\xc3", false},
+		// Nothing a client could take for the server's reset notice.
+		{"reset", "reset", false},
+		{"reset, leading space", " reset", false},
+		{"reset, trailing space", "reset ", false},
+		{"reset, title case", "Reset", false},
+		{"reset, upper case", "RESET", false},
+		{"reset, byte order mark", "\ufeffreset", false},
+		{"reset, long s", "re\u017fet", false},
+		{"reset, zero-width space", "re\u200bset", false},
+		{"leading no-break space", "\u00a0a", false},
+		{"trailing ideographic space", "a\u3000", false},
+		{"bidi override", "a\u202eb", false},
+		{"soft hyphen", "a\u00adb", false},
+		{"resets", "resets", true},
+		{"preset", "preset", true},
+		{"re set", "re set", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := store.ValidateType(tc.typ)
