@@ -65,14 +65,21 @@ type CompactResult struct {
 
 // Compact rewrites the database at src into a fresh file at dst, leaving out
 // free pages: bbolt reuses the pages freed by trims and deletions but never
-// shrinks its file. When dst is src, the copy is written beside it and
-// renamed over it once synced, so the original is never half-written. The
-// database must not be in use: a running server holds its lock.
+// shrinks its file. The copy is written beside dst, to dst+".compacting",
+// under the lock CreateTemp describes; it is synced, moved to dst, and the
+// directory synced, so that dst never holds part of a database, however
+// the run ends. When dst is src the move replaces the original; otherwise
+// an existing dst is refused, and never replaced. A temporary file left by
+// a killed run is taken over; one a live run is writing makes Compact fail
+// with ErrBusy. The database must not be in use: a running server holds its
+// lock (ErrLocked). A src that is not an sselog database is refused with
+// ErrNotLog.
 func Compact(dst, src string) (res CompactResult, err error) {
 	var (
-		out     *bolt.DB
-		tmp     string
-		created bool // tmp is ours to remove on failure
+		out   *bolt.DB
+		file  *os.File // the temporary file, out's own handle on it
+		tmp   = dst + ".compacting"
+		owned bool // tmp is ours and locked: remove it on failure
 	)
 	// One deferred function, so that the clean-up sees the error a bbolt
 	// panic on a damaged page turns into.
@@ -82,11 +89,22 @@ func Compact(dst, src string) (res CompactResult, err error) {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("%w: %s: reading failed: %v", ErrCorrupt, src, p)
 		}
-		if err != nil && created {
-			if out != nil {
+		if err != nil && owned {
+			if !haveFlock && out != nil {
+				// No lock to keep, and Windows removes no open file.
 				out.Close()
+				out = nil
 			}
+			// Otherwise before out.Close releases the lock: a run that
+			// takes the name over afterwards must never lose its file to
+			// this one.
 			os.Remove(tmp)
+		}
+		if out != nil {
+			// After a successful move the copy is synced and in place;
+			// closing releases the lock and the map, and has nothing left
+			// to lose.
+			out.Close()
 		}
 	}()
 	in, err := openOffline(src, false)
@@ -94,46 +112,71 @@ func Compact(dst, src string) (res CompactResult, err error) {
 		return res, err
 	}
 	defer in.Close()
+	if err := in.View(func(tx *bolt.Tx) error { return checkLayout(tx) }); err != nil {
+		return res, fmt.Errorf("compact %s: %w", src, err)
+	}
 	if st, err := os.Stat(src); err == nil {
 		res.Before = st.Size()
 	}
 	inPlace := filepath.Clean(dst) == filepath.Clean(src)
-	tmp = dst
-	if inPlace {
-		tmp = src + ".compacting"
-		if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return res, fmt.Errorf("compact: %w", err)
+	if !inPlace {
+		if _, err := os.Lstat(dst); err == nil {
+			return res, fmt.Errorf("compact: %s already exists", dst)
 		}
-	} else if _, err := os.Stat(dst); err == nil {
-		return res, fmt.Errorf("compact: %s already exists", dst)
 	}
-	out, err = bolt.Open(tmp, 0o600, &bolt.Options{Timeout: DefaultOpenTimeout, FreelistType: bolt.FreelistMapType})
+	out, err = bolt.Open(tmp, 0o600, &bolt.Options{
+		Timeout:      DefaultOpenTimeout,
+		FreelistType: bolt.FreelistMapType,
+		// openTemp locks the file and empties a dead run's leftover before
+		// bbolt reads it; bbolt's own lock, taken on the same open file,
+		// then holds at once. If bbolt fails after that, the empty file
+		// stays for the next run to take over.
+		OpenFile: func(name string, _ int, _ os.FileMode) (*os.File, error) {
+			f, err := openTemp(name)
+			file = f
+			return f, err
+		},
+	})
+	if errors.Is(err, ErrBusy) {
+		return res, fmt.Errorf("compact: %w (another compaction into %s is running)", err, dst)
+	}
 	if err != nil {
 		return res, fmt.Errorf("compact: create %s: %w", tmp, err)
 	}
-	created = true
+	owned = true
 	// 64 MiB per transaction bounds the copy's memory.
 	if err := bolt.Compact(out, in, 64<<20); err != nil {
 		return res, fmt.Errorf("compact %s: %w", src, err)
 	}
 	var size int64
 	_ = out.View(func(tx *bolt.Tx) error { size = tx.Size(); return nil })
-	closeErr := out.Close()
-	out = nil
-	if closeErr != nil {
-		return res, fmt.Errorf("compact: close %s: %w", tmp, closeErr)
-	}
 	// bbolt grows a file in steps of up to 16 MiB; the step past the last
-	// page is not part of the database.
-	if err := truncateSync(tmp, size); err != nil {
+	// page is not part of the database. The file is cut and synced through
+	// bbolt's handle, still open, so that the lock lasts until the copy is
+	// in place: closing bbolt would release it.
+	if haveFlock {
+		err = truncateSync(file, size)
+	} else {
+		// No lock to keep, and Windows moves no open file: close first.
+		err = out.Close()
+		out = nil
+		if err == nil {
+			err = truncateSyncPath(tmp, size)
+		}
+	}
+	if err != nil {
 		return res, fmt.Errorf("compact: %w", err)
 	}
-	if inPlace {
-		if err := os.Rename(tmp, src); err != nil {
-			return res, fmt.Errorf("compact: %w", err)
-		}
-		created = false
+	// In place, the copy replaces the original; an --out never replaces
+	// a file.
+	err = moveTemp(tmp, dst, inPlace)
+	if errors.Is(err, fs.ErrExist) {
+		return res, fmt.Errorf("compact: %s appeared during the compaction", dst)
 	}
+	if err != nil {
+		return res, fmt.Errorf("compact: %w", err)
+	}
+	owned = false
 	if err := SyncDir(filepath.Dir(dst)); err != nil {
 		return res, fmt.Errorf("compact: %w", err)
 	}
@@ -145,16 +188,173 @@ func Compact(dst, src string) (res CompactResult, err error) {
 	return res, nil
 }
 
-func truncateSync(path string, size int64) error {
+func truncateSync(f *os.File, size int64) error {
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+func truncateSyncPath(path string, size int64) error {
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if err := f.Truncate(size); err != nil {
+	return truncateSync(f, size)
+}
+
+// moveTemp moves the finished file tmp to dst. With replace it renames;
+// without, it links and then removes tmp, so that a file created at dst
+// meanwhile is refused, with an error wrapping fs.ErrExist, where a rename
+// would replace it. A file system without hard links gets a check and a
+// rename.
+func moveTemp(tmp, dst string, replace bool) error {
+	if replace {
+		return os.Rename(tmp, dst)
+	}
+	err := os.Link(tmp, dst)
+	switch {
+	case errors.Is(err, fs.ErrExist):
+		return err
+	case err != nil:
+		if _, err := os.Lstat(dst); err == nil {
+			return &fs.PathError{Op: "move", Path: dst, Err: fs.ErrExist}
+		}
+		return os.Rename(tmp, dst)
+	}
+	return os.Remove(tmp)
+}
+
+// ErrBusy is returned by CreateTemp and Compact when a live process is
+// writing the same temporary file: another backup or compaction to the same
+// output. That run is left alone.
+var ErrBusy = errors.New("another process is writing the temporary file")
+
+// TempFile is an output being written under a temporary name in the
+// directory of its final one, to be moved there only once it is whole. An
+// exclusive lock (flock) on it, held from CreateTemp until Close or Remove,
+// tells a live writer from a dead one: the kernel drops the lock of a
+// process that dies, SIGKILL included, while its file stays.
+type TempFile struct {
+	*os.File
+}
+
+// CreateTemp creates path for writing, or takes over the file a killed
+// writer left there, emptying it, and locks it. When a live process holds
+// the lock it fails with ErrBusy and changes nothing. Where flock is not
+// available (Windows, Solaris, AIX), an existing path is refused with
+// ErrBusy, to be removed by hand if its writer is gone.
+func CreateTemp(path string) (*TempFile, error) {
+	f, err := openTemp(path)
+	if err != nil {
+		return nil, err
+	}
+	return &TempFile{File: f}, nil
+}
+
+// Share trades the exclusive lock for a shared one, so that a reader in
+// this process can open the file (bbolt, for Inspect or Check, takes a
+// shared lock on an open file of its own) while a new writer is still
+// refused. flock does not promise to convert a lock atomically: if another
+// process took the file in between, Share returns ErrBusy and the file is
+// no longer this writer's: Close it, and do not Remove it.
+func (t *TempFile) Share() error {
+	ok, err := tryLock(t.File, false)
+	if err != nil {
+		return fmt.Errorf("lock %s: %w", t.Name(), err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: %s was taken over", ErrBusy, t.Name())
+	}
+	return nil
+}
+
+// Move moves the finished file to dst, closing it. With replace, an
+// existing dst is replaced; without, it is refused with an error wrapping
+// fs.ErrExist, even one created meanwhile, and the file stays for Remove.
+// The lock is held until the file is at dst, so that a writer that opened
+// it just before finds it gone (CreateTemp checks) instead of emptying a
+// finished output. Where there is no flock, the file is closed first:
+// there is no lock to keep, and Windows moves no open file.
+func (t *TempFile) Move(dst string, replace bool) error {
+	if !haveFlock {
+		if err := t.Close(); err != nil {
+			return err
+		}
+		return moveTemp(t.Name(), dst, replace)
+	}
+	if err := moveTemp(t.Name(), dst, replace); err != nil {
 		return err
 	}
-	return f.Sync()
+	return t.Close()
+}
+
+// Remove removes the file and then closes it, in that order: the lock is
+// held until the name is gone, so that a writer that takes the name over
+// never loses its file to this one. Where there is no flock, the order is
+// the other way round (Windows removes no open file), and a file already
+// closed by Move is only removed.
+func (t *TempFile) Remove() error {
+	if !haveFlock {
+		t.Close()
+		return os.Remove(t.Name())
+	}
+	err := os.Remove(t.Name())
+	if cerr := t.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// openTemp is CreateTemp's open: the file locked, and empty.
+func openTemp(path string) (*os.File, error) {
+	if !haveFlock {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("%w: %s exists, from a run in progress or one that was killed (remove it if so)", ErrBusy, path)
+		}
+		return f, err
+	}
+	// Each retry means that the writer holding the file finished between
+	// this open and this lock, moving or removing the file: the lock is
+	// then on a file that is no longer at path, and emptying it would
+	// destroy that writer's output.
+	for range 8 {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		ok, err := tryLock(f, true)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if !ok {
+			f.Close()
+			return nil, fmt.Errorf("%w: %s", ErrBusy, path)
+		}
+		held, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		named, err := os.Stat(path)
+		if err == nil && os.SameFile(held, named) {
+			// What a dead writer left is not worth keeping: it was never
+			// moved into place, so it was never whole.
+			if err := f.Truncate(0); err != nil {
+				f.Close()
+				return nil, err
+			}
+			return f, nil
+		}
+		f.Close()
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("%w: %s keeps being replaced", ErrBusy, path)
 }
 
 // Report describes a database file for an operator, from `sselog inspect`.
@@ -187,10 +387,10 @@ func Inspect(path string) (r Report, err error) {
 	err = db.View(func(tx *bolt.Tx) error {
 		r.PageSize = tx.DB().Info().PageSize
 		r.Pages = tx.Size() / int64(r.PageSize)
-		meta, events, streams := tx.Bucket(bucketMeta), tx.Bucket(bucketEvents), tx.Bucket(bucketStreams)
-		if meta == nil || events == nil || streams == nil {
-			return fmt.Errorf("not an sselog database: %w", errCorrupt)
+		if err := checkLayout(tx); err != nil {
+			return err
 		}
+		meta, streams := tx.Bucket(bucketMeta), tx.Bucket(bucketStreams)
 		if v := meta.Get(keyLastID); len(v) == len(ID{}) {
 			r.LastID = ID(v)
 			r.LastTime = r.LastID.Time().UTC()

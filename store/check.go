@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strings"
 
 	bolt "go.etcd.io/bbolt"
@@ -17,6 +18,52 @@ import (
 // is not a whole sselog database: too short, truncated, or with pages that
 // do not check out. The file is left as it is.
 var ErrCorrupt = errors.New("database file is damaged")
+
+// ErrNotLog is returned by Open, Inspect, Compact and Check for a bbolt file
+// that holds buckets but not sselog's layout (the events, streams and meta
+// buckets and a layout version): another program's database, or a partial
+// copy, such as the output of a compaction killed before it finished used
+// to be. Open does not add what is missing, which would pass the file off
+// as a log that had lost nothing, and leaves the file as it is.
+var ErrNotLog = errors.New("not an sselog database")
+
+// checkLayout refuses, with ErrNotLog, a database without the buckets and
+// version every sselog file has had since its first transaction. Open
+// calls it only for a file holding some bucket: one with none is new.
+func checkLayout(tx *bolt.Tx) error {
+	var missing []string
+	for _, name := range [][]byte{bucketEvents, bucketStreams, bucketMeta} {
+		if tx.Bucket(name) == nil {
+			missing = append(missing, fmt.Sprintf("bucket %q", name))
+		}
+	}
+	if meta := tx.Bucket(bucketMeta); meta == nil || meta.Get(keyVersion) == nil {
+		missing = append(missing, "a layout version")
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	var held []string
+	_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+		if held = append(held, fmt.Sprintf("%q", name)); len(held) == 10 {
+			held = append(held, "...")
+			return errStop
+		}
+		return nil
+	})
+	what := "no buckets"
+	switch {
+	case len(held) == 1:
+		what = "bucket " + held[0]
+	case len(held) > 1:
+		what = "buckets " + strings.Join(held, ", ")
+	}
+	return fmt.Errorf("%w: it holds %s and lacks %s (another program's file, or a partial copy; sselog does not add what is missing)",
+		ErrNotLog, what, strings.Join(missing, ", "))
+}
+
+// errStop ends a ForEach early.
+var errStop = errors.New("stop")
 
 // bbolt's file header, as laid out in go.etcd.io/bbolt/internal/common: two
 // meta pages at the start of the file, each a 16-byte page header followed
@@ -144,8 +191,12 @@ func guard(path string, err *error) func() {
 }
 
 // Check runs bbolt's consistency check over every page of the database at
-// path, which must not be in use, and then reads every stored event. It
-// reports the problems found, wrapped in ErrCorrupt, or nil.
+// path, which must not be in use, reads every stored event, and compares
+// what each stream holds with its entry in the streams bucket: the event
+// count and stored bytes, the deletion tombstone, the low-water mark (no
+// event at or below it) and the newest issued id (no event above it). It
+// reports the problems found, wrapped in ErrCorrupt; a file without
+// sselog's layout, with ErrNotLog; or nil.
 func Check(path string) (err error) {
 	if err := checkFile(path); err != nil {
 		return err
@@ -161,9 +212,8 @@ func Check(path string) (err error) {
 	// bbolt's own check (page reachability, the freelist), which runs in a
 	// goroutine of its own that nothing could recover.
 	err = db.View(func(tx *bolt.Tx) error {
-		events := tx.Bucket(bucketEvents)
-		if events == nil || tx.Bucket(bucketStreams) == nil || tx.Bucket(bucketMeta) == nil {
-			return fmt.Errorf("%w: %s is not an sselog database", ErrCorrupt, path)
+		if err := checkLayout(tx); err != nil {
+			return fmt.Errorf("check %s: %w", path, err)
 		}
 		for _, name := range [][]byte{bucketStreams, bucketMeta, bucketPolicy} {
 			if b := tx.Bucket(name); b != nil {
@@ -172,9 +222,13 @@ func Check(path string) (err error) {
 				}
 			}
 		}
+		held := make(map[string]*heldEvents)
+		events := tx.Bucket(bucketEvents)
 		var e Event
-		return events.ForEachBucket(func(name []byte) error {
+		err := events.ForEachBucket(func(name []byte) error {
 			var prev []byte
+			h := &heldEvents{}
+			held[string(name)] = h
 			return events.Bucket(name).ForEach(func(k, v []byte) error {
 				if err := decodeValue(k, v, &e); err != nil || (prev != nil && string(prev) >= string(k)) {
 					return fmt.Errorf("%w: %s: stream %s, key %x: %v", ErrCorrupt, path, name, k, err)
@@ -184,10 +238,23 @@ func Check(path string) (err error) {
 					// reserved: clients would take it for sselog's notice.
 					return fmt.Errorf("%w: %s: stream %s, id %s has the reserved type %q", ErrCorrupt, path, name, ID(k), ResetType)
 				}
+				if h.count == 0 {
+					h.first = ID(k)
+				}
+				h.last = ID(k)
+				h.count++
+				h.bytes += uint64(len(v))
 				prev = k
 				return nil
 			})
 		})
+		if err != nil {
+			return err
+		}
+		if problems := compareCounters(tx, held); len(problems) > 0 {
+			return fmt.Errorf("%w: %s: %s", ErrCorrupt, path, strings.Join(problems, "; "))
+		}
+		return nil
 	})
 	if err != nil {
 		return err
@@ -197,16 +264,103 @@ func Check(path string) (err error) {
 		found := 0
 		// The channel must be drained: the check runs on in its goroutine.
 		for e := range tx.Check() {
-			if found++; found <= 20 {
+			if found++; found <= maxProblems {
 				problems = append(problems, e.Error())
 			}
 		}
-		if found > 20 {
-			problems = append(problems, fmt.Sprintf("and %d more", found-20))
+		if found > maxProblems {
+			problems = append(problems, fmt.Sprintf("and %d more", found-maxProblems))
 		}
 		if len(problems) > 0 {
 			return fmt.Errorf("%w: %s: %s", ErrCorrupt, path, strings.Join(problems, "; "))
 		}
 		return nil
 	})
+}
+
+// maxProblems bounds the problems Check lists; the rest are counted.
+const maxProblems = 20
+
+// heldEvents is what Check found stored in one stream.
+type heldEvents struct {
+	count, bytes uint64
+	first, last  ID
+}
+
+// compareCounters compares every stream's entry in the streams bucket with
+// the events held, which the writer, Trim and DeleteStream always change in
+// one transaction, and returns the disagreements. Listing streams,
+// retention and a client's gap notice all trust the entry, and the id
+// generator trusts the newest issued id, so a file where either disagrees
+// with the events (a streams bucket rebuilt over a partial copy of the
+// events, say) is damaged even when every page checks out.
+func compareCounters(tx *bolt.Tx, held map[string]*heldEvents) []string {
+	var problems []string
+	found := 0
+	add := func(format string, args ...any) {
+		if found++; found <= maxProblems {
+			problems = append(problems, fmt.Sprintf(format, args...))
+		}
+	}
+	var newest ID
+	if v := tx.Bucket(bucketMeta).Get(keyLastID); len(v) == len(newest) {
+		newest = ID(v)
+	} else if v != nil {
+		add("meta %s is %d bytes, want %d", keyLastID, len(v), len(newest))
+	}
+	names := make([]string, 0, len(held))
+	for name := range held {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		// The next id is issued after the newest: an event above it would
+		// be followed by smaller ids, which a resuming client skips.
+		if h := held[name]; h.count > 0 && h.last.Compare(newest) > 0 {
+			add("stream %s holds %s, after the newest issued id %s", name, h.last, idOrNone(newest))
+		}
+	}
+	_ = tx.Bucket(bucketStreams).ForEach(func(k, v []byte) error {
+		h := held[string(k)]
+		if h == nil {
+			h = &heldEvents{}
+		}
+		delete(held, string(k))
+		if len(v) < 16 {
+			add("stream %s: its counters are %d bytes, want at least 16", k, len(v))
+			return nil
+		}
+		c := decodeCounters(v)
+		switch {
+		case c.Deleted && h.count > 0:
+			add("stream %s is marked deleted but holds %d events", k, h.count)
+		case c.Count != h.count || c.Bytes != h.bytes:
+			add("stream %s: its counters say %d events of %d bytes, it holds %d of %d bytes", k, c.Count, c.Bytes, h.count, h.bytes)
+		}
+		if h.count > 0 && h.first.Compare(c.LowWater) <= 0 {
+			add("stream %s holds %s, at or below its low-water mark %s (every such event was removed)", k, h.first, c.LowWater)
+		}
+		if c.LowWater.Compare(newest) > 0 {
+			add("stream %s: its low-water mark %s is after the newest issued id %s", k, c.LowWater, idOrNone(newest))
+		}
+		return nil
+	})
+	// What is left has events and no entry.
+	for _, name := range names {
+		if h := held[name]; h != nil && h.count > 0 {
+			add("stream %s holds %d events (%d bytes) but has no counters", name, h.count, h.bytes)
+		}
+	}
+	if found > maxProblems {
+		problems = append(problems, fmt.Sprintf("and %d more", found-maxProblems))
+	}
+	return problems
+}
+
+// idOrNone shows an id in a message, "none" for the zero id.
+func idOrNone(id ID) string {
+	if id.IsZero() {
+		return "none"
+	}
+	return id.String()
 }

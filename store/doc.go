@@ -21,8 +21,10 @@
 //     answers its appends with ErrWrite and leaves nothing of them stored or
 //     visible; the log goes on, and later commits may succeed. An append
 //     refused by MaxStreams (ErrTooManyStreams) does not hold back the
-//     others of its commit. Open refuses a damaged file with ErrCorrupt and
-//     never writes to it.
+//     others of its commit. Open refuses a damaged file with ErrCorrupt,
+//     and a bbolt file that holds buckets but not the layout below (another
+//     program's database, a partial copy) with ErrNotLog, and adds nothing
+//     to either.
 //
 //   - All or nothing. The events of one Append call land in one transaction,
 //     contiguous in id order.
@@ -39,6 +41,19 @@
 //     the same transaction as its events, so a reader can always tell
 //     "nothing after my position" from "what was after it is gone".
 //
+//   - Counters agree with events. A stream's entry in "streams" changes in
+//     the same transaction as its events; Check reports any disagreement
+//     (count, bytes, tombstone, low-water mark, the newest issued id) as
+//     ErrCorrupt.
+//
+//   - Offline outputs are whole or absent. Compact writes its copy under a
+//     temporary name beside the output, fsyncs it, moves it into place
+//     and fsyncs the directory; the output name never holds part of a
+//     database. The temporary file is locked with flock (CreateTemp) while
+//     written, so a live run to the same output is refused with ErrBusy and
+//     a killed run's leftover is taken over (where there is no flock, it is
+//     refused until removed).
+//
 //   - No stored event has the type ResetType, which the stream layer uses to
 //     tell subscribers about removed events.
 //
@@ -47,5 +62,6 @@
 // bucket "streams" holds per-stream counters, the low-water mark and a
 // deletion tombstone; bucket "retention" holds per-stream retention
 // overrides; bucket "meta" holds the layout version and the newest issued
-// id.
+// id. Every sselog file has "events", "streams", "meta" and the version from
+// its first transaction; "retention" arrived with version 2.
 package store

@@ -189,6 +189,15 @@ func Open(path string, opts Options) (_ *Log, err error) {
 	}
 	var last ID
 	err = db.Update(func(tx *bolt.Tx) error {
+		// A file with no bucket is new (bbolt made it, or a run was killed
+		// before its first commit) and gets the layout below. One with
+		// buckets must already have it: adding the missing buckets to a
+		// partial copy would serve it as a whole log.
+		if k, _ := tx.Cursor().First(); k != nil {
+			if err := checkLayout(tx); err != nil {
+				return err
+			}
+		}
 		for _, name := range [][]byte{bucketEvents, bucketStreams, bucketMeta, bucketPolicy} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err

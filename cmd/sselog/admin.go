@@ -72,7 +72,9 @@ func backupFlags(stderr io.Writer) (*flag.FlagSet, *backupConfig) {
 		fmt.Fprintf(stderr, `Usage: sselog backup --out FILE [flags]
 
 Saves a consistent copy of a running server's database (GET /v1/backup)
-while publishers go on. The copy is checked before it is moved into place.
+while publishers go on. The copy is written to FILE.tmp and checked before
+it is moved into place. A backup to the same FILE that is still running
+makes this one fail; what a killed one left in FILE.tmp is replaced.
 --url and --token can also be set as SSELOG_URL and SSELOG_TOKEN; flags win.
 
 `)
@@ -104,12 +106,16 @@ func backup(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 
 	start := time.Now()
-	body, size, err := requestBackup(ctx, strings.TrimSuffix(c.url, "/")+"/v1/backup", c.token)
+	// The temporary file first: a backup to the same --out that is still
+	// running is refused before the server is asked for anything.
+	tmp, err := store.CreateTemp(c.out + ".tmp")
+	if errors.Is(err, store.ErrBusy) {
+		return fmt.Errorf("backup: %w (another backup to %s is running)", err, c.out)
+	}
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
-	defer body.Close()
-	report, err := saveBackup(ctx, body, size, c.out, c.force)
+	report, size, err := saveBackup(ctx, tmp, strings.TrimSuffix(c.url, "/")+"/v1/backup", c.token, c.out, c.force)
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
@@ -170,78 +176,67 @@ func serverError(r io.Reader) string {
 	return "no explanation given"
 }
 
-// saveBackup writes body, which must be exactly size bytes, to out by way
-// of out+".tmp", and returns what the copy holds.
-func saveBackup(ctx context.Context, body io.Reader, size int64, out string, force bool) (store.Report, error) {
-	tmp := out + ".tmp"
-	// O_EXCL: two backups to the same file must not interleave their bytes.
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return store.Report{}, fmt.Errorf("%s exists: another backup to %s is running, or one was killed (remove the file if so)", tmp, out)
-	}
-	if err != nil {
-		return store.Report{}, err
-	}
-	done := false
+// saveBackup downloads the server's copy into tmp, which must be exactly the
+// announced size, checks it, and moves it to out. It returns what the copy
+// holds and its size. tmp is removed, or moved to out, before it is
+// closed: its lock (store.CreateTemp) tells a later backup to the same out
+// that this one is still running, and once this process is gone, however
+// it ended, that backup takes the file over.
+func saveBackup(ctx context.Context, tmp *store.TempFile, u, token, out string, force bool) (store.Report, int64, error) {
+	owned := true // tmp is locked and at its name: remove it on failure
 	defer func() {
-		if !done {
-			f.Close()
-			os.Remove(tmp)
+		if owned {
+			tmp.Remove()
+		} else {
+			tmp.Close() // moved, and closed; or taken over by another backup
 		}
 	}()
-	n, err := io.Copy(f, body)
+	body, size, err := requestBackup(ctx, u, token)
+	if err != nil {
+		return store.Report{}, 0, err
+	}
+	defer body.Close()
+	n, err := io.Copy(tmp, body)
 	if ctx.Err() != nil {
-		return store.Report{}, fmt.Errorf("interrupted after %d of %d bytes: %w", n, size, ctx.Err())
+		return store.Report{}, size, fmt.Errorf("interrupted after %d of %d bytes: %w", n, size, ctx.Err())
 	}
 	if err != nil {
-		return store.Report{}, fmt.Errorf("download cut short after %d of %d bytes: %w", n, size, err)
+		return store.Report{}, size, fmt.Errorf("download cut short after %d of %d bytes: %w", n, size, err)
 	}
 	if n != size {
-		return store.Report{}, fmt.Errorf("download cut short: %d of %d bytes", n, size)
+		return store.Report{}, size, fmt.Errorf("download cut short: %d of %d bytes", n, size)
 	}
-	if err := f.Sync(); err != nil {
-		return store.Report{}, err
+	if err := tmp.Sync(); err != nil {
+		return store.Report{}, size, err
 	}
-	if err := f.Close(); err != nil {
-		return store.Report{}, err
+	// Inspect opens the copy with a shared lock of its own, which our
+	// exclusive one would block; a shared one still refuses a new backup.
+	if err := tmp.Share(); err != nil {
+		owned = false // another backup has the file now
+		return store.Report{}, size, err
 	}
-	report, err := store.Inspect(tmp)
+	report, err := store.Inspect(tmp.Name())
 	if err != nil {
-		return store.Report{}, fmt.Errorf("the copy does not open as an sselog database: %w", err)
+		return store.Report{}, size, fmt.Errorf("the copy does not open as an sselog database: %w", err)
 	}
 	// An interrupt that came while the copy was checked still means stop.
 	if err := ctx.Err(); err != nil {
-		return store.Report{}, err
+		return store.Report{}, size, err
 	}
-	if err := place(tmp, out, force); err != nil {
-		return store.Report{}, err
+	// Without --force, a hard link refuses a file created at out during
+	// the download rather than replace it.
+	err = tmp.Move(out, force)
+	if errors.Is(err, fs.ErrExist) {
+		return store.Report{}, size, fmt.Errorf("%s appeared during the download (--force replaces it)", out)
 	}
-	done = true
+	if err != nil {
+		return store.Report{}, size, err
+	}
+	owned = false
 	if err := store.SyncDir(filepath.Dir(out)); err != nil {
-		return store.Report{}, err
+		return store.Report{}, size, err
 	}
-	return report, nil
-}
-
-// place moves the finished tmp to out. Without force it links instead of
-// renaming, so that a file created at out during the download is refused
-// rather than replaced; a file system without hard links falls back to a
-// check and a rename.
-func place(tmp, out string, force bool) error {
-	if force {
-		return os.Rename(tmp, out)
-	}
-	err := os.Link(tmp, out)
-	switch {
-	case errors.Is(err, fs.ErrExist):
-		return fmt.Errorf("%s appeared during the download (--force replaces it)", out)
-	case err != nil:
-		if _, err := os.Lstat(out); err == nil {
-			return fmt.Errorf("%s appeared during the download (--force replaces it)", out)
-		}
-		return os.Rename(tmp, out)
-	}
-	return os.Remove(tmp)
+	return report, size, nil
 }
 
 // lockedHint adds advice to store.ErrLocked, keeping it checkable.
@@ -264,8 +259,10 @@ func compact(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 Rewrites a stopped server's database without its free pages: bbolt reuses
 the space that trims and deletions free, but never gives it back to the file
-system. In place, the copy is written beside --db and renamed over it once
-synced. A file saved by sselog backup holds the free pages too; compact it
+system. The copy is written beside its destination (--out, or --db in
+place) as DEST.compacting and moved there once synced: an interrupted run
+leaves the destination as it was, and the next run replaces its leftover.
+A file saved by sselog backup holds the free pages too; compact it
 with --out to keep a small copy. --db can also be set as SSELOG_DB; flags win.
 
 `)

@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -380,5 +382,149 @@ func TestInspectDamaged(t *testing.T) {
 				t.Errorf("inspect changed the file: %v", err)
 			}
 		})
+	}
+}
+
+// killChild ends c with SIGKILL, which nothing can catch or clean up
+// after, and requires that it was the signal that ended it: a child that
+// had already finished was not killed mid-run.
+func killChild(t *testing.T, c *child) {
+	t.Helper()
+	select {
+	case <-c.exited:
+		t.Fatalf("the child finished (%v) before it could be killed\nstderr:\n%s", c.err, c.stderr)
+	default:
+	}
+	if err := c.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	c.wait(t, stopTimeout)
+	if ws, ok := c.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("the child ended with %v, want SIGKILL\nstderr:\n%s", c.cmd.ProcessState, c.stderr)
+	}
+}
+
+// haveFlock reports whether store can tell a killed run's temporary file
+// from a live run's here: where it has no flock (store's flock_other.go),
+// it refuses any that exists instead of taking it over.
+func haveFlock() bool {
+	switch runtime.GOOS {
+	case "linux", "android", "darwin", "ios", "freebsd", "netbsd", "openbsd", "dragonfly":
+		return true
+	}
+	return false
+}
+
+// requireFlock skips a test of taking over a killed run's temporary file
+// where store cannot.
+func requireFlock(t *testing.T) {
+	t.Helper()
+	if !haveFlock() {
+		t.Skipf("no flock on %s: a leftover temporary file is refused until removed", runtime.GOOS)
+	}
+}
+
+// TestCompactOutKilled: `sselog compact --out` killed with SIGKILL while it
+// writes never leaves a file at --out, and what it leaves under its
+// temporary name does not block the next run, which produces the whole
+// copy. (It used to write straight to --out: a kill left a 16 KiB file
+// that blocked the next run, or a partial database without its meta and
+// streams buckets that a server would then serve.)
+func TestCompactOutKilled(t *testing.T) {
+	requireFlock(t)
+	t.Parallel()
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "x.db"), filepath.Join(dir, "small.db")
+	tmp := dst + ".compacting"
+	// Enough live data that the copy takes a while: a kill lands mid-run.
+	l := mustOpen(t, src)
+	appendEvents(t, l, "big", 5000, 1000)
+	appendEvents(t, l, "small", 7, 10)
+	want := storedEvents(t, l, "small")
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := store.Inspect(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	c := startChild(t, "compact", "--db", src, "--out", dst)
+	deadline := time.Now().Add(startTimeout)
+	for {
+		if _, err := os.Lstat(dst); err == nil {
+			t.Fatalf("%s exists while the compaction runs", dst)
+		}
+		if st, err := os.Stat(tmp); err == nil && st.Size() > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after %v\nstderr:\n%s", tmp, startTimeout, c.stderr)
+		}
+		select {
+		case <-c.exited:
+			t.Fatalf("the compaction ended (%v) before it was seen writing\nstderr:\n%s", c.err, c.stderr)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	killChild(t, c)
+	if _, err := os.Lstat(dst); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("after SIGKILL, %s: %v; want no file", dst, err)
+	}
+	st, err := os.Stat(tmp)
+	if err != nil {
+		t.Fatalf("the killed run left no temporary file (%v): the test did not kill it mid-run", err)
+	}
+	t.Logf("the killed run left %s: %d bytes", filepath.Base(tmp), st.Size())
+
+	stdout, err := runAdmin(t, "compact", "--db", src, "--out", dst)
+	if err != nil {
+		t.Fatalf("compact after a killed run: %v", err)
+	}
+	t.Logf("%s", strings.TrimSpace(stdout))
+	if _, err := os.Stat(tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the temporary file is still there: %v", err)
+	}
+	if err := store.Check(dst); err != nil {
+		t.Fatalf("check of the copy: %v", err)
+	}
+	after, err := store.Inspect(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(after.Streams) != fmt.Sprint(before.Streams) || after.LastID != before.LastID {
+		t.Fatalf("the copy holds %+v (last id %s), the original %+v (%s)", after.Streams, after.LastID, before.Streams, before.LastID)
+	}
+	if d := diffEvents(storedEvents(t, mustOpen(t, dst), "small"), want); d != "" {
+		t.Errorf("small: %s", d)
+	}
+}
+
+// TestCompactOutBusy: a compaction to an --out another live run is writing
+// is refused with store.ErrBusy, and neither that run's temporary file nor
+// --out is touched.
+func TestCompactOutBusy(t *testing.T) {
+	requireFlock(t)
+	t.Parallel()
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "x.db"), filepath.Join(dir, "small.db")
+	makeFixture(t, src, 100)
+	live, err := store.CreateTemp(dst + ".compacting")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	if _, err := live.WriteString("the live run's pages"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = runAdmin(t, "compact", "--db", src, "--out", dst)
+	if !errors.Is(err, store.ErrBusy) || !strings.Contains(err.Error(), dst) {
+		t.Fatalf("compact beside a live run: %v, want store.ErrBusy naming %s", err, dst)
+	}
+	if b, _ := os.ReadFile(dst + ".compacting"); string(b) != "the live run's pages" {
+		t.Errorf("the live run's file now holds %q", b)
+	}
+	if _, err := os.Lstat(dst); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s: %v, want no file", dst, err)
 	}
 }

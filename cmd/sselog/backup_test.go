@@ -474,25 +474,39 @@ func TestBackupOverwrite(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), out+" already exists") || !strings.Contains(err.Error(), "--force") {
 		t.Errorf("backup over an existing file: %v, want a refusal that names it and --force", err)
 	}
-	// A leftover temporary file may be another backup's: it is not taken.
-	if err := os.WriteFile(out+".tmp", []byte("other"), 0o600); err != nil {
+	// A temporary file another live backup holds is not taken, even with
+	// --force; once that backup is gone, its leftover is.
+	other, err := store.CreateTemp(out + ".tmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.WriteString("other"); err != nil {
 		t.Fatal(err)
 	}
 	_, err = runAdmin(t, "backup", "--url", srv.URL, "--out", out, "--force")
-	if err == nil || !strings.Contains(err.Error(), out+".tmp exists") {
-		t.Errorf("backup beside a leftover temporary file: %v, want a refusal that names it", err)
+	if !errors.Is(err, store.ErrBusy) || !strings.Contains(err.Error(), out+".tmp") || !strings.Contains(err.Error(), "another backup") {
+		t.Errorf("backup beside a live one: %v, want store.ErrBusy naming %s.tmp", err, out)
 	}
 	for name, want := range map[string]string{out: "precious", out + ".tmp": "other"} {
 		if b, err := os.ReadFile(name); err != nil || string(b) != want {
 			t.Errorf("%s holds %q, %v; want it untouched", name, b, err)
 		}
 	}
-	if err := os.Remove(out + ".tmp"); err != nil {
+	if err := other.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if !haveFlock() {
+		// Without flock the leftover is refused until removed by hand.
+		if err := os.Remove(out + ".tmp"); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	if _, err := runAdmin(t, "backup", "--url", srv.URL+"/", "--out", out, "--force"); err != nil {
 		t.Fatalf("backup --force: %v", err)
+	}
+	if _, err := os.Stat(out + ".tmp"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s.tmp: %v, want it gone", out, err)
 	}
 	srv.stop(t)
 	if got := storedEvents(t, mustOpen(t, out), "s"); len(got) != 1 || got[0].ID != id {
@@ -540,4 +554,84 @@ func TestBackupCommandLine(t *testing.T) {
 		})
 	}
 	requireEmptyDir(t, dir)
+}
+
+// TestBackupKilled: a real `sselog backup` killed with SIGKILL mid-download
+// leaves its temporary file, locked until it dies. While it lives, a
+// second backup to the same --out is refused and changes nothing; once it
+// is dead, the next backup replaces the leftover and succeeds. (A killed
+// backup used to block every later one until someone removed the file.)
+func TestBackupKilled(t *testing.T) {
+	requireFlock(t)
+	t.Parallel()
+	db := newDatabaseBytes(t)
+	var requests atomic.Int32
+	// The first answer stops halfway until its client goes away; the
+	// others are whole.
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(db)))
+		if requests.Add(1) > 1 {
+			w.Write(db)
+			return
+		}
+		w.Write(db[:len(db)/2])
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	t.Cleanup(ts.Close)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "copy.db")
+	tmp := out + ".tmp"
+
+	c := startChild(t, "backup", "--url", ts.URL, "--out", out)
+	deadline := time.Now().Add(startTimeout)
+	for {
+		if st, err := os.Stat(tmp); err == nil && st.Size() == int64(len(db)/2) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never held the first half\nstderr:\n%s", tmp, c.stderr)
+		}
+		select {
+		case <-c.exited:
+			t.Fatalf("the backup ended (%v) before it held the first half\nstderr:\n%s", c.err, c.stderr)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	half, err := os.ReadFile(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	_, err = runAdmin(t, "backup", "--url", ts.URL, "--out", out)
+	if !errors.Is(err, store.ErrBusy) || !strings.Contains(err.Error(), tmp) || !strings.Contains(err.Error(), "another backup to "+out+" is running") {
+		t.Fatalf("backup beside a live one: %v, want store.ErrBusy naming %s", err, tmp)
+	}
+	if n := requests.Load(); n != 1 {
+		t.Errorf("the refused backup asked the server for a copy (%d requests)", n)
+	}
+	if b, err := os.ReadFile(tmp); err != nil || !bytes.Equal(b, half) {
+		t.Fatalf("the refused backup changed the live one's file: %v", err)
+	}
+
+	killChild(t, c)
+	if _, err := os.Stat(tmp); err != nil {
+		t.Fatalf("the killed backup left no %s (%v): it was not killed mid-download", tmp, err)
+	}
+	if _, err := os.Lstat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("%s: %v after the kill, want no file", out, err)
+	}
+
+	stdout, err := runAdmin(t, "backup", "--url", ts.URL, "--out", out)
+	if err != nil {
+		t.Fatalf("backup after a killed one: %v", err)
+	}
+	t.Logf("%s", strings.TrimSpace(stdout))
+	if b, err := os.ReadFile(out); err != nil || !bytes.Equal(b, db) {
+		t.Fatalf("%s does not hold the server's copy: %v", out, err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil || len(entries) != 1 {
+		t.Errorf("directory holds %v, %v; want %s alone", entries, err, filepath.Base(out))
+	}
 }

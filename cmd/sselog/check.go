@@ -10,8 +10,9 @@ import (
 	"github.com/sselog/sselog/store"
 )
 
-// check is `sselog check`: bbolt's consistency check and a read of every
-// stored event, for a stopped server's file or a backup.
+// check is `sselog check`: bbolt's consistency check, a read of every
+// stored event and a comparison of each stream's counters with its events,
+// for a stopped server's file or a backup.
 func check(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var db string
 	flags := flag.NewFlagSet("sselog check", flag.ContinueOnError)
@@ -20,11 +21,14 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	flags.Usage = func() {
 		fmt.Fprintf(stderr, `Usage: sselog check [--db FILE]
 
-Checks every page of the database (bbolt's consistency check) and decodes
-every stored event, without changing the file. The server checks only the
-file's header, root and freelist when it starts; run this after a crash of
-the machine, a disk error, or on a backup before relying on it. --db can
-also be set as SSELOG_DB; flags win.
+Checks every page of the database (bbolt's consistency check), decodes
+every stored event, and compares each stream's counters (events, bytes,
+deletion, low-water mark) and the newest issued id with the events stored,
+without changing the file. Any disagreement is damage: the exit status is
+then non-zero. The server checks only the file's header, root, freelist and
+buckets when it starts; run this after a crash of the machine, a disk error,
+or on a backup before relying on it. --db can also be set as SSELOG_DB;
+flags win.
 
 `)
 		flags.PrintDefaults()
