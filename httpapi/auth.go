@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -55,8 +56,8 @@ import (
 // What each endpoint needs:
 //   - POST /v1/streams/{stream}/events: publish on the stream.
 //   - GET /v1/streams/{stream}/events (SSE) and .../history: subscribe on
-//     the stream. The token is checked when a stream opens; an open stream
-//     is not cut when the token expires later.
+//     the stream. The token is checked when a stream opens, and the stream
+//     ends, with a retry hint, when the token expires.
 //   - GET /v1/streams/{stream} and GET .../retention: subscribe on the
 //     stream, or admin.
 //   - GET /v1/streams: any valid token; it lists the streams the token may
@@ -127,11 +128,12 @@ type VerifierOptions struct {
 
 // Verifier checks bearer tokens and reads their grants.
 type Verifier struct {
-	key     any
-	methods []string
-	parser  *jwt.Parser
-	leeway  time.Duration
-	now     func() time.Time
+	key       any
+	methods   []string
+	parser    *jwt.Parser
+	validator *jwt.Validator
+	leeway    time.Duration
+	now       func() time.Time
 }
 
 // NewVerifier returns a Verifier for opts.Key, or ErrInvalidKey.
@@ -150,8 +152,8 @@ func NewVerifier(opts VerifierOptions) (*Verifier, error) {
 		opts.Now = time.Now
 	}
 	v := &Verifier{key: opts.Key, methods: methods, leeway: opts.Leeway, now: opts.Now}
-	v.parser = jwt.NewParser(
-		jwt.WithValidMethods(methods),
+	v.parser = jwt.NewParser(jwt.WithValidMethods(methods))
+	v.validator = jwt.NewValidator(
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(opts.Leeway),
 		jwt.WithTimeFunc(opts.Now),
@@ -416,9 +418,18 @@ func (v *Verifier) verify(token string) (*grants, error) {
 	if len(token) > maxTokenLen {
 		return nil, fmt.Errorf("%w: longer than %d bytes", ErrInvalidToken, maxTokenLen)
 	}
+	// The signature is checked before the claims are read: jwt's parser
+	// would decode them first, and the exact parse of a large hostile
+	// payload costs far more than a signature check. Only a token signed
+	// with the server's key is worth parsing.
+	if err := v.checkSignature(token); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	}
 	var c tokenClaims
-	_, err := v.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return v.key, nil })
-	if err != nil {
+	if _, _, err := v.parser.ParseUnverified(token, &c); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	}
+	if err := v.validator.Validate(&c); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
 	}
 	g := &c.Sselog
@@ -426,6 +437,37 @@ func (v *Verifier) verify(token string) (*grants, error) {
 		g.until = c.ExpiresAt.Add(v.leeway)
 	}
 	return g, nil
+}
+
+// checkSignature verifies a compact JWS's signature with the key, by an
+// algorithm the key allows, reading nothing of the payload.
+func (v *Verifier) checkSignature(token string) error {
+	header, rest, ok := strings.Cut(token, ".")
+	payload, sig, ok2 := strings.Cut(rest, ".")
+	if !ok || !ok2 || strings.Contains(sig, ".") {
+		return jwt.ErrTokenMalformed
+	}
+	hb, err := base64.RawURLEncoding.DecodeString(header)
+	if err != nil {
+		return fmt.Errorf("%w: header: %v", jwt.ErrTokenMalformed, err)
+	}
+	// A map reads keys exactly, as jwt reads the header.
+	var h map[string]any
+	if err := json.Unmarshal(hb, &h); err != nil {
+		return fmt.Errorf("%w: header: %v", jwt.ErrTokenMalformed, err)
+	}
+	alg, _ := h["alg"].(string)
+	if !slices.Contains(v.methods, alg) {
+		return fmt.Errorf("%w: algorithm %q is not one of the key's (%s)", jwt.ErrTokenSignatureInvalid, alg, strings.Join(v.methods, ", "))
+	}
+	sb, err := base64.RawURLEncoding.DecodeString(sig)
+	if err != nil {
+		return fmt.Errorf("%w: signature: %v", jwt.ErrTokenMalformed, err)
+	}
+	if err := jwt.GetSigningMethod(alg).Verify(header+"."+payload, sb, v.key); err != nil {
+		return fmt.Errorf("%w: %v", jwt.ErrTokenSignatureInvalid, err)
+	}
+	return nil
 }
 
 // tokenLifetime is how much longer the request's token is accepted, or

@@ -25,4 +25,17 @@
 //     retry hint, because any other status makes EventSource give up.
 //   - SSE over HTTP/1.1 runs on the connection taken over from net/http
 //     (Hijack), which Shutdown neither waits for nor closes: Drain does.
+//   - A 5xx answer carries a fixed message; its detail (file paths,
+//     operating-system errors) goes to the log only.
+//   - What clients make the server hold is bounded: a request body holds
+//     memory for the bytes that have arrived, not the length it announces,
+//     and all bodies together at most Options.BodyMemory (beyond it, 503
+//     with Retry-After). No read or write deadline is ever set ahead of
+//     time on a request, since over HTTP/2 that keeps a stream the client
+//     has reset in memory until it fires; a watchdog sets one in the past
+//     once an operation has run out its time.
+//   - Listener caps the open connections and watches the framing of
+//     plain-text HTTP/1.x: a request with both Content-Length and
+//     Transfer-Encoding, or any request after one whose framing it could
+//     not follow, is answered 400 and its connection closed.
 package httpapi

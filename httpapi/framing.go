@@ -25,6 +25,7 @@ type framing struct {
 	state   int
 	line    []byte // the current line, up to maxFramingLine bytes
 	long    bool   // the current line was longer than that
+	end     []byte // the last bytes of the current line (for the version)
 	version string // of the current request
 	hasCL   bool
 	hasTE   bool
@@ -47,12 +48,19 @@ const (
 // names and the numbers that decide framing.
 const maxFramingLine = 128
 
-// next takes the verdict of the oldest request head not yet taken.
+// maxVersion is enough of the end of a request line for its version.
+const maxVersion = 16
+
+// next takes the verdict of the oldest request head not yet taken. Once
+// the framing is lost, every request without a verdict is refused: a
+// reader that has lost track can no longer vouch for any request, and
+// letting them through would let one odd request open the way for a
+// smuggled one.
 func (f *framing) next() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.verdicts) == 0 {
-		return false
+		return f.state == stateLost
 	}
 	v := f.verdicts[0]
 	f.verdicts = f.verdicts[1:]
@@ -89,11 +97,16 @@ func (f *framing) feed(b []byte) {
 		b = b[i+1:]
 		line := bytes.TrimSuffix(f.line, []byte("\r"))
 		f.endLine(line, f.long)
-		f.line, f.long = f.line[:0], false
+		f.line, f.long, f.end = f.line[:0], false, f.end[:0]
 	}
 }
 
 func (f *framing) keep(b []byte) {
+	if f.state == stateRequestLine {
+		// The version ends the request line, however long the target.
+		f.end = append(f.end, b[max(0, len(b)-maxVersion):]...)
+		f.end = f.end[max(0, len(f.end)-maxVersion):]
+	}
 	room := maxFramingLine - len(f.line)
 	if len(b) > room {
 		b, f.long = b[:room], true
@@ -107,9 +120,10 @@ func (f *framing) endLine(line []byte, long bool) {
 		if len(line) == 0 {
 			return // blank lines before a request are skipped
 		}
-		f.version = "HTTP/1.1"
-		if i := bytes.LastIndexByte(line, ' '); i >= 0 && !long {
-			f.version = string(line[i+1:])
+		end := bytes.TrimSuffix(f.end, []byte("\r"))
+		f.version = ""
+		if i := bytes.LastIndexByte(end, ' '); i >= 0 {
+			f.version = string(end[i+1:])
 		}
 		f.hasCL, f.hasTE, f.cl = false, false, 0
 		f.state = stateHeader
@@ -139,7 +153,8 @@ func (f *framing) endLine(line []byte, long bool) {
 	case stateChunkSize:
 		size := line
 		if i := bytes.IndexByte(size, ';'); i >= 0 {
-			size = size[:i]
+			// A long extension does not matter; a long size does.
+			size, long = size[:i], false
 		}
 		n, ok := parseHex(bytes.TrimSpace(size), long)
 		if !ok {
@@ -166,6 +181,9 @@ func (f *framing) endHead() {
 	// net/http ignores Transfer-Encoding in HTTP/1.0, and serves a
 	// request with both by its Transfer-Encoding otherwise.
 	switch {
+	case f.version != "HTTP/1.1" && f.version != "HTTP/1.0":
+		// net/http answers anything else with an error and closes.
+		f.state = stateLost
 	case f.hasTE && f.version != "HTTP/1.0":
 		f.state = stateChunkSize
 	case f.cl > 0:
@@ -206,8 +224,15 @@ func parseLength(b []byte, long bool) (int64, bool) {
 }
 
 func parseHex(b []byte, long bool) (int64, bool) {
-	if long || len(b) == 0 || len(b) > 15 {
+	// net/http takes up to 16 hex digits, leading zeros included.
+	if long || len(b) == 0 || len(b) > 16 {
 		return 0, false
+	}
+	for len(b) > 1 && b[0] == '0' {
+		b = b[1:]
+	}
+	if len(b) > 15 {
+		return 0, false // over 2^60: net/http could not read it either
 	}
 	var n int64
 	for _, c := range b {

@@ -168,7 +168,7 @@ func (h *Handler) Drain(ctx context.Context) error {
 	}
 	h.connsMu.Lock()
 	for c := range h.conns {
-		c.conn.Close()
+		c.close()
 	}
 	h.connsMu.Unlock()
 	<-done
@@ -182,8 +182,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// RFC 9112 6.1: the connection must not carry another request,
 		// since a proxy in front may have framed this one differently.
 		w.Header().Set("Connection", "close")
-		h.writeError(w, r, errorf(http.StatusBadRequest, "the request has both Content-Length and Transfer-Encoding"))
+		h.writeError(w, r, errorf(http.StatusBadRequest, "the request's length is ambiguous: it has both Content-Length and Transfer-Encoding, or follows a request whose framing this server could not follow"))
 		return
+	}
+	if r.ProtoMajor == 1 && r.Body != http.NoBody {
+		// A body nobody reads is still read by net/http after the answer,
+		// without a deadline, before the connection serves another
+		// request: a client that announces one and sends nothing would
+		// hold its connection, and a --max-connections slot, for good.
+		// Over HTTP/1 a deadline set ahead costs nothing (see watchdog.go
+		// for HTTP/2); net/http sets its own again for the next request.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.opts.ReadTimeout))
 	}
 	h.root.ServeHTTP(w, r)
 }

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"io"
 	"net"
 	"sync"
 )
@@ -93,6 +94,21 @@ func (c *watchedConn) Read(b []byte) (int, error) {
 		c.framing.feed(b[:n])
 	}
 	return n, err
+}
+
+// NetConn is the connection the wrapper reads from and writes to.
+func (c *watchedConn) NetConn() net.Conn { return c.Conn }
+
+// ReadFrom and CloseWrite keep what net/http finds on a *net.TCPConn:
+// sendfile for bodies copied from files, and the half-close before a
+// connection is closed after its answer.
+func (c *watchedConn) ReadFrom(r io.Reader) (int64, error) { return io.Copy(c.Conn, r) }
+
+func (c *watchedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 func (c *watchedConn) Close() error {

@@ -19,6 +19,10 @@ import (
 // serveListener serves the API as cmd/sselog does: through httpapi's
 // Listener, its ConnContext, and no general OPTIONS handler.
 func serveListener(t *testing.T, opts httpapi.ListenerOptions) string {
+	return serveListenerWith(t, opts, httpapi.Options{})
+}
+
+func serveListenerWith(t *testing.T, opts httpapi.ListenerOptions, hopts httpapi.Options) string {
 	t.Helper()
 	l := mustOpen(t, filepath.Join(t.TempDir(), "events.db"))
 	hub := stream.NewHub(l, stream.Options{})
@@ -28,7 +32,7 @@ func serveListener(t *testing.T, opts httpapi.ListenerOptions) string {
 	}
 	ln := httpapi.NewListener(raw, opts, true)
 	srv := &http.Server{
-		Handler:                      httpapi.NewHandler(l, hub, httpapi.Options{}),
+		Handler:                      httpapi.NewHandler(l, hub, hopts),
 		ReadHeaderTimeout:            10 * time.Second,
 		ConnContext:                  ln.ConnContext,
 		DisableGeneralOptionsHandler: true,
@@ -49,6 +53,7 @@ func TestAmbiguousLengthRefused(t *testing.T) {
 	for _, tc := range []struct{ name, req string }{
 		{"chunked and a length", "POST /v1/streams/s/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n" + "a\r\n{\"data\":1}\r\n0\r\n\r\n"},
 		{"length first, then chunked", "POST /v1/streams/s/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\ncontent-length: 0\r\n\r\n" + "a\r\n{\"data\":1}\r\n0\r\n\r\n"},
+		{"a length the framing reader cannot follow", "POST /v1/streams/s/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 0000000000000000010\r\n\r\n{\"data\":1}"},
 		{"on a GET", "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -152,5 +157,40 @@ func TestMaxConnections(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("the third connection after one closed: %d", resp.StatusCode)
+	}
+}
+
+// TestUnreadBodyFreesConnection: a request whose body the handler does not
+// read, and whose client sends none of it, does not hold its connection
+// (and a --max-connections slot) for good: net/http reads what is left of
+// a body after the answer, and that read ends at the read timeout.
+func TestUnreadBodyFreesConnection(t *testing.T) {
+	addr := serveListenerWith(t, httpapi.ListenerOptions{MaxConns: 2}, httpapi.Options{ReadTimeout: 300 * time.Millisecond})
+	for range 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(waitFor))
+	if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("a third connection while two hold unread bodies: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("a third connection: %d", resp.StatusCode)
 	}
 }

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -112,7 +111,8 @@ func (h *Handler) deleteRetention(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) backup(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	started := false
-	dw := &deadlineWriter{w: w, rc: rc, timeout: h.opts.WriteTimeout}
+	dw := &deadlineWriter{w: w, dog: newWatchdog(h.opts.WriteTimeout, func() { _ = rc.SetWriteDeadline(pastDeadline) })}
+	defer dw.dog.close()
 	n, err := h.log.Backup(dw, func(size int64) {
 		started = true
 		hdr := w.Header()
@@ -134,18 +134,17 @@ func (h *Handler) backup(w http.ResponseWriter, r *http.Request) {
 	h.logger.Info("backup sent", "bytes", n)
 }
 
-// deadlineWriter moves the write deadline before each write, so that a
-// client that stops reading a backup frees its read transaction within the
-// write timeout, while a long copy to a live client is not cut.
+// deadlineWriter cuts each write that makes no progress for the write
+// timeout, so that a client that stops reading a backup frees its read
+// transaction, while a long copy to a live client is not cut. It uses a
+// watchdog, not a deadline set ahead (see watchdog.go).
 type deadlineWriter struct {
-	w       http.ResponseWriter
-	rc      *http.ResponseController
-	timeout time.Duration
+	w   http.ResponseWriter
+	dog *watchdog
 }
 
 func (d *deadlineWriter) Write(p []byte) (int, error) {
-	if err := d.rc.SetWriteDeadline(time.Now().Add(d.timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return 0, err
-	}
+	d.dog.start()
+	defer d.dog.stop()
 	return d.w.Write(p)
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -332,6 +333,7 @@ func (s *responseSink) send(chunks [][]byte) error {
 type connSink struct {
 	conn     net.Conn
 	timeout  time.Duration
+	closer   io.Closer // conn, or the Listener's wrapper around it
 	deadline time.Time // the write deadline set last
 	bufs     net.Buffers
 
@@ -344,10 +346,22 @@ type connSink struct {
 // retry hint. The response is "Connection: close" with no length: the
 // stream ends when the connection does.
 func (h *Handler) hijack(w http.ResponseWriter, hj http.Hijacker) (*connSink, error) {
-	conn, _, err := hj.Hijack()
+	closer, _, err := hj.Hijack()
 	if err != nil {
 		return nil, err
 	}
+	// Frames are written to the connection itself, not to a Listener's
+	// wrapper around it: net.Buffers uses writev only on the net package's
+	// own connections. It is closed through the wrapper, which gives the
+	// connection's slot back.
+	// (Only that wrapper: a *tls.Conn also has NetConn, whose bytes are
+	// the encrypted ones.)
+	conn := closer
+	if wc, ok := closer.(*watchedConn); ok {
+		conn = wc.NetConn()
+	}
+	// A read deadline set for a request body must not end the stream.
+	_ = conn.SetReadDeadline(time.Time{})
 	hdr := w.Header().Clone()
 	setStreamHeaders(hdr)
 	hdr.Set("Connection", "close")
@@ -359,10 +373,10 @@ func (h *Handler) hijack(w http.ResponseWriter, hj http.Hijacker) (*connSink, er
 	_, _ = bw.Write(h.retry)
 	_ = conn.SetWriteDeadline(time.Now().Add(h.opts.WriteTimeout))
 	if err := bw.Flush(); err != nil {
-		conn.Close()
+		closer.Close()
 		return nil, err
 	}
-	s := &connSink{conn: conn, timeout: h.opts.WriteTimeout}
+	s := &connSink{conn: conn, closer: closer, timeout: h.opts.WriteTimeout}
 	// One read, only to see the client go: an SSE client has nothing more
 	// to send, and requests pipelined behind this one are never answered
 	// on a stream that ends with its connection. A client that sends
@@ -407,7 +421,7 @@ func (s *connSink) isGone() bool {
 	return s.gone
 }
 
-func (s *connSink) close() { s.conn.Close() }
+func (s *connSink) close() { s.closer.Close() }
 
 func (s *connSink) send(chunks [][]byte) error {
 	// writev the frames as they are, shared with every other subscriber,

@@ -26,4 +26,33 @@
 // past it, it reads from the log again. The SSE frame of a committed event
 // is encoded once, in the commit hook, and shared by every subscriber that
 // sends it live.
+//
+// Memory is bounded by two hub-wide budgets, whatever the number of
+// subscribers, streams and events:
+//
+//   - TailBudget (Options.TailBudget, 64 MiB by default) caps the tails of
+//     all followed streams together, counted as the memory they hold: the
+//     buffer of each commit run still in a tail (whole, until its last
+//     frame goes) and the ring slots a tail has grown by. After every
+//     commit the total is within the budget: the committing stream is cut
+//     to its fair share (the budget over the number of followed streams,
+//     at least MinTailShare), then the others, round robin; when the
+//     shares do not fit, tails are emptied. A cut tail loses no event: its
+//     floor moves up, and subscribers behind the floor read from the log,
+//     as slow subscribers do. A stream no longer followed leaves the budget
+//     at once. Outside the count: each followed stream's fixed cost (about
+//     a kilobyte), and the frames a subscriber is writing after its tail
+//     let go of them, until its next call to Next.
+//
+//   - ReplayBudget (Options.ReplayBudget, 64 MiB by default) caps the
+//     replay pages of all subscriptions together, counted as their buffers'
+//     capacity, from the start of the read that fills a page until the
+//     subscriber's next call to Next or Close. A page takes up to PageBytes
+//     from the budget; once the budget is spent, MinReplayPage. A page
+//     holds at least one event, so the pages held never pass the budget
+//     plus MinReplayPage per subscription, beyond events that alone are
+//     larger and the reset frame that announces a gap. A subscription that
+//     has caught up holds no page.
+//
+// Hub.Usage reports both totals.
 package stream

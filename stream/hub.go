@@ -1,14 +1,19 @@
 package stream
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/sselog/sselog/store"
 )
 
-// Log is the part of *store.Log the hub uses.
+// Log is the part of *store.Log the hub uses. The hooks registered with
+// OnCommit and OnDelete must be called one at a time, in commit order: the
+// hub's commit hook keeps state that only it writes.
 type Log interface {
 	Scan(stream string, after store.ID, limit int, fn func(*store.Event) error) (store.Bounds, error)
 	LastID() store.ID
@@ -22,6 +27,11 @@ const (
 	DefaultTailBytes = 8 << 20
 	DefaultPageSize  = 512
 	DefaultPageBytes = 1 << 20
+	// DefaultTailBudget and DefaultReplayBudget fit a small server: with
+	// both spent, the hub holds about 128 MiB beyond its per-subscriber
+	// costs.
+	DefaultTailBudget   = 64 << 20
+	DefaultReplayBudget = 64 << 20
 )
 
 var (
@@ -38,15 +48,34 @@ type Options struct {
 	// TailLen is how many recent frames each followed stream keeps in
 	// memory for live subscribers. Zero means DefaultTailLen.
 	TailLen int
-	// TailBytes caps the bytes of those frames per stream. Zero means
+	// TailBytes caps the memory of those frames per stream. Zero means
 	// DefaultTailBytes.
 	TailBytes int
+	// TailBudget caps the memory of the tails of all followed streams
+	// together: frame buffers and grown rings. When a commit takes the
+	// total over it, the committing stream's tail is cut to its fair share
+	// (TailBudget divided by the number of followed streams, at least
+	// MinTailShare), then the other tails are cut to theirs, round robin,
+	// until the total is within the budget; when the shares cannot all fit
+	// (more than TailBudget/MinTailShare followed streams), tails are
+	// emptied round robin instead. Cutting a tail loses nothing: its
+	// subscribers read the cut events from the log. Zero means
+	// DefaultTailBudget.
+	TailBudget int
 	// PageSize is how many events a subscriber reads from the log in one
 	// read transaction while it catches up. Zero means DefaultPageSize.
 	PageSize int
-	// PageBytes ends a page early once its frames reach this many bytes, so
-	// that a page of large events stays small. Zero means DefaultPageBytes.
+	// PageBytes ends a page early before its frames pass this many bytes,
+	// so that a page of large events stays small. A page always holds at
+	// least one event. Zero means DefaultPageBytes.
 	PageBytes int
+	// ReplayBudget caps the memory of replay pages across the hub: pages
+	// being read and pages handed out and not yet done with (a slow client
+	// holds its page while it writes it). Each page takes its allowance,
+	// up to PageBytes, from the budget; once the budget is spent, pages
+	// get MinReplayPage each instead, so replays slow down rather than
+	// stop. Zero means DefaultReplayBudget.
+	ReplayBudget int
 }
 
 // Hub tracks the followed streams. It is safe for concurrent use.
@@ -64,6 +93,23 @@ type Hub struct {
 	// only by the hook, under mu.RLock; read under mu.Lock.
 	delivered store.ID
 	closed    bool
+	// order lists the followed streams, in no particular order, for the
+	// tail budget's round robin; followed.slot is a stream's index. Changed
+	// under mu.Lock, with streams.
+	order []*followed
+	// clock is where the next sweep of the tails starts in order, and ends
+	// is scratch for the frame boundaries of a commit run. Only the commit
+	// hook uses them.
+	clock int
+	ends  []int
+	// tailCost is the sum of every followed stream's tail.cost. It changes
+	// in the commit hook (under mu.RLock) and when a stream stops being
+	// followed (under mu.Lock); atomic so that Usage reads it without
+	// holding up commits.
+	tailCost atomic.Int64
+	// pages is the replay budget, taken from and given back to by the
+	// subscriptions.
+	pages pageBudget
 }
 
 // NewHub creates a hub over log and registers its commit hook.
@@ -80,7 +126,14 @@ func NewHub(log Log, opts Options) *Hub {
 	if opts.PageBytes <= 0 {
 		opts.PageBytes = DefaultPageBytes
 	}
+	if opts.TailBudget <= 0 {
+		opts.TailBudget = DefaultTailBudget
+	}
+	if opts.ReplayBudget <= 0 {
+		opts.ReplayBudget = DefaultReplayBudget
+	}
 	h := &Hub{log: log, opts: opts, streams: make(map[string]*followed)}
+	h.pages.max = opts.ReplayBudget
 	// Register before reading LastID: a commit between the two is then
 	// delivered, and delivered only moves forward.
 	log.OnCommit(h.committed)
@@ -93,10 +146,8 @@ func NewHub(log Log, opts Options) *Hub {
 	return h
 }
 
-// committed is the log's commit hook. It encodes each event of a followed
-// stream once, appends the frames to that stream's tail and wakes the
-// stream's subscribers: one lock, one wake-up and one buffer for each run
-// of a stream's events in the commit.
+// committed is the log's commit hook. It hands each run of a followed
+// stream's events in the commit to push.
 func (h *Hub) committed(events []store.Event) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
@@ -106,27 +157,73 @@ func (h *Hub) committed(events []store.Event) {
 			j++
 		}
 		if f := h.streams[events[i].Stream]; f != nil {
-			size := 0
-			for k := i; k < j; k++ {
-				size += frameLen(&events[k])
-			}
-			// The frames share one buffer; it is freed once the tail has
-			// let go of all of them.
-			buf := make([]byte, 0, size)
-			f.mu.Lock()
-			for k := i; k < j; k++ {
-				e := &events[k]
-				start := len(buf)
-				buf = AppendFrame(buf, e.ID, e.Type, e.Data)
-				f.tail.push(e.ID, buf[start:len(buf):len(buf)])
-			}
-			close(f.notify)
-			f.notify = make(chan struct{})
-			f.mu.Unlock()
+			h.push(f, events[i:j])
 		}
 		i = j
 	}
 	h.delivered = events[len(events)-1].ID
+}
+
+// push encodes a run of one stream's events once, appends the frames to
+// the stream's tail and wakes the stream's subscribers: one lock, one
+// wake-up and one buffer for the run. Then it keeps the tails within the
+// budget (see Options.TailBudget), which costs one comparison while the
+// total is under it.
+func (h *Hub) push(f *followed, run []store.Event) {
+	size := 0
+	for k := range run {
+		size += frameLen(&run[k])
+	}
+	// The frames are sliced only once the whole run is encoded, so that
+	// they all share the final buffer even if the estimate was short and
+	// append moved it: the tail then accounts for one buffer per run.
+	buf := alloc(size)
+	ends := h.ends[:0]
+	for k := range run {
+		e := &run[k]
+		buf = AppendFrame(buf, e.ID, e.Type, e.Data)
+		ends = append(ends, len(buf))
+	}
+	h.ends = ends
+	f.mu.Lock()
+	before := f.tail.cost()
+	start := 0
+	for k, end := range ends {
+		cost := 0
+		if k == len(ends)-1 {
+			cost = cap(buf)
+		}
+		f.tail.push(run[k].ID, buf[start:end:end], cost)
+		start = end
+	}
+	budget := int64(h.opts.TailBudget)
+	over := h.tailCost.Load()+int64(f.tail.cost()-before) > budget
+	if over {
+		// The stream that took the total over pays first.
+		f.tail.shrink(h.share())
+	}
+	h.tailCost.Add(int64(f.tail.cost() - before))
+	close(f.notify)
+	f.notify = make(chan struct{})
+	f.mu.Unlock()
+	if over && h.tailCost.Load() > budget {
+		h.sweep()
+	}
+}
+
+// unfollow forgets a followed stream, under mu.Lock: its tail's memory
+// goes, and leaves the budget. The caller must have ended the stream's
+// reads from the tail (no subscription left, or deleted set).
+func (h *Hub) unfollow(f *followed) {
+	delete(h.streams, f.name)
+	last := h.order[len(h.order)-1]
+	h.order[f.slot], last.slot = last, f.slot
+	h.order[len(h.order)-1] = nil
+	h.order = h.order[:len(h.order)-1]
+	f.mu.Lock()
+	h.tailCost.Add(-int64(f.tail.cost()))
+	f.tail.release()
+	f.mu.Unlock()
 }
 
 // deleted is the log's deletion hook. The stream's subscribers are handed a
@@ -140,15 +237,30 @@ func (h *Hub) deleted(name string, lowWater store.ID) {
 	if f == nil {
 		return
 	}
-	delete(h.streams, name)
 	f.mu.Lock()
 	f.deleted, f.lowWater = true, lowWater
 	f.mu.Unlock()
+	h.unfollow(f)
 	f.wake()
 }
 
+// frameLen estimates the size of an event's frame from above, when its data
+// has at most two line ends; more make it short.
 func frameLen(e *store.Event) int {
 	return len("id: \nevent: \ndata: \n\n") + 26 + len(e.Type) + len(e.Data) + 16
+}
+
+// maxFrameLen bounds the size of an event's frame without reading its data:
+// as if every byte of it ended a line.
+func maxFrameLen(e *store.Event) int {
+	return len("id: \nevent: \ndata: \n\n") + 26 + len(e.Type) + 7*len(e.Data)
+}
+
+// frameBound bounds the size of an event's frame closely: each line end
+// adds a "data: " prefix (a CRLF is counted twice, for less than that).
+func frameBound(e *store.Event) int {
+	ends := bytes.Count(e.Data, []byte{'\n'}) + bytes.Count(e.Data, []byte{'\r'})
+	return len("id: \nevent: \ndata: \n\n") + 26 + len(e.Type) + len(e.Data) + len("data: ")*ends
 }
 
 // Close ends every subscription: their Next returns ErrClosed.
@@ -168,6 +280,7 @@ func (h *Hub) Close() {
 type followed struct {
 	name string
 	refs int // guarded by Hub.mu
+	slot int // index in Hub.order, guarded by Hub.mu
 
 	mu     sync.RWMutex
 	tail   tail
@@ -206,6 +319,8 @@ func (h *Hub) Subscribe(name string, after store.ID, from bool) (*Subscription, 
 		f = &followed{name: name, notify: make(chan struct{})}
 		f.tail.init(h.opts.TailLen, h.opts.TailBytes, h.delivered)
 		h.streams[name] = f
+		f.slot = len(h.order)
+		h.order = append(h.order, f)
 	}
 	f.refs++
 	s := &Subscription{hub: h, f: f, cursor: after, resuming: from}
@@ -231,7 +346,7 @@ func (h *Hub) release(f *followed) {
 	f.refs--
 	// A deleted stream's entry may already belong to a newer follower.
 	if f.refs == 0 && h.streams[f.name] == f {
-		delete(h.streams, f.name)
+		h.unfollow(f)
 	}
 }
 
@@ -244,8 +359,11 @@ type Subscription struct {
 	// known is an id up to which every event of the stream has been handed
 	// out: a replay read that came back short saw everything committed
 	// before it began.
-	known  store.ID
+	known store.ID
+	// buf is the replay page handed out last, and held is what it is
+	// charged to the replay budget until the next call.
 	buf    []byte
+	held   int
 	frames [][]byte
 	closed bool
 	// ending is set when the page in hand ends with a "deleted" reset;
@@ -271,10 +389,20 @@ func (s *Subscription) Next() ([][]byte, <-chan struct{}, error) {
 	if s.closed {
 		return nil, nil, ErrClosed
 	}
+	// What the last call handed out has been written. Its page goes back
+	// to the replay budget; the buffer is offered to this call's replay,
+	// if it makes one, and dropped otherwise, so that a subscriber that
+	// has caught up holds no page. The frames are cleared too: the slots
+	// past the length would otherwise keep run buffers the tail has let
+	// go of.
+	spare := s.buf
+	s.buf = nil
+	s.putPage()
+	clear(s.frames)
+	s.frames = s.frames[:0]
 	if s.ended {
 		return nil, nil, ErrDeleted
 	}
-	s.frames = s.frames[:0]
 	for {
 		f := s.f
 		f.mu.RLock()
@@ -307,16 +435,39 @@ func (s *Subscription) Next() ([][]byte, <-chan struct{}, error) {
 		// Behind the tail: read a page from the log. Taking the floor
 		// before the read is what makes a short read a proof that
 		// everything up to the floor has been seen.
-		n, err := s.replay(floor)
+		allowance := s.hub.pages.take(s.hub.opts.PageBytes)
+		s.held = allowance
+		if cap(spare) <= allowance {
+			s.buf = spare[:0]
+		}
+		spare = nil
+		n, err := s.replay(floor, allowance)
 		if err != nil {
+			s.buf = nil
+			s.putPage()
 			return nil, nil, err
 		}
 		s.resuming = false
-		if n > 0 {
-			s.frames = append(s.frames, s.buf)
-			s.ended = s.ending
-			return s.frames, nil, nil
+		if n == 0 {
+			s.buf = nil
+			s.putPage()
+			continue
 		}
+		// Charge what the page holds: less than the allowance for a short
+		// page, more when one event alone is larger.
+		s.hub.pages.add(cap(s.buf) - s.held)
+		s.held = cap(s.buf)
+		s.frames = append(s.frames, s.buf)
+		s.ended = s.ending
+		return s.frames, nil, nil
+	}
+}
+
+// putPage gives the page in hand back to the replay budget.
+func (s *Subscription) putPage() {
+	if s.held != 0 {
+		s.hub.pages.add(-s.held)
+		s.held = 0
 	}
 }
 
@@ -324,30 +475,37 @@ func (s *Subscription) Next() ([][]byte, <-chan struct{}, error) {
 var errPageFull = errors.New("page full")
 
 // replay reads one page after the cursor into s.buf and reports how many
-// events it holds. A page ends at PageSize events or once it holds
-// PageBytes, whichever comes first.
-func (s *Subscription) replay(floor store.ID) (int, error) {
+// events it holds. A page ends at PageSize events or before its frames pass
+// allowance bytes, whichever comes first; its first event is taken
+// whatever its size. The buffer grows within the allowance, so that a page
+// never holds more memory than it was allowed unless one event needs it.
+func (s *Subscription) replay(floor store.ID, allowance int) (int, error) {
 	page := s.hub.opts.PageSize
-	if cap(s.buf) > 4*s.hub.opts.PageBytes {
-		// One huge page should not pin its buffer for the connection's life.
-		s.buf = nil
-	}
-	s.buf = s.buf[:0]
 	n := 0
 	// The cursor moves only once the whole page is in hand: a scan that
 	// fails halfway must not skip what it read.
 	cursor := s.cursor
 	var first store.ID
 	bounds, err := s.hub.log.Scan(s.f.name, cursor, page, func(e *store.Event) error {
+		// The loose bound reads none of the data and settles most events;
+		// near the end of the buffer, counting the data's line ends gives
+		// a bound close enough to stop at the allowance.
+		if len(s.buf)+maxFrameLen(e) > cap(s.buf) {
+			need := len(s.buf) + frameBound(e)
+			if need > cap(s.buf) {
+				if n > 0 && need > allowance {
+					// The next page starts with this event.
+					return errPageFull
+				}
+				s.buf = growPage(s.buf, need, allowance)
+			}
+		}
 		if n == 0 {
 			first = e.ID
 		}
 		s.buf = AppendFrame(s.buf, e.ID, e.Type, e.Data)
 		cursor = e.ID
 		n++
-		if len(s.buf) >= s.hub.opts.PageBytes {
-			return errPageFull
-		}
 		return nil
 	})
 	full := n == page
@@ -379,7 +537,7 @@ func (s *Subscription) replay(floor store.ID) (int, error) {
 			oldest = &first
 		}
 		reset := resetFrame(nil, bounds.LowWater, reason, oldest)
-		s.buf = append(reset, s.buf...)
+		s.buf = slices.Insert(s.buf, 0, reset...)
 		if cursor.Compare(bounds.LowWater) < 0 {
 			cursor = bounds.LowWater
 		}
@@ -398,6 +556,8 @@ func (s *Subscription) Close() {
 		return
 	}
 	s.closed = true
+	s.buf, s.frames = nil, nil
+	s.putPage()
 	s.hub.release(s.f)
 }
 

@@ -81,8 +81,24 @@ type subResult struct {
 // TestTorture races publishers against subscribers that start at random
 // moments from random points and read at random paces (some stall until the
 // tail has moved past them). Every subscriber must see exactly the stream's
-// events after its start, in order, once each.
+// events after its start, in order, once each. The tail is cut by its own
+// limits, or by a tail budget shared with a second followed stream: by fair
+// shares, or, when the budget is smaller than a share, by emptying tails.
 func TestTorture(t *testing.T) {
+	tests := []struct {
+		name string
+		opts stream.Options
+	}{
+		{"tail_len", stream.Options{TailLen: 16, PageSize: 7}},
+		{"fair_share", stream.Options{TailBudget: 2 * stream.MinTailShare, PageSize: 7}},
+		{"tiny_budget", stream.Options{TailBudget: 1000, PageSize: 7}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { torture(t, tc.opts) })
+	}
+}
+
+func torture(t *testing.T, opts stream.Options) {
 	const (
 		name        = "t"
 		publishers  = 4
@@ -91,7 +107,22 @@ func TestTorture(t *testing.T) {
 	)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
-	l, h := newHub(t, stream.Options{TailLen: 16, PageSize: 7})
+	l, h := newHub(t, opts)
+	// A subscriber to the other stream the publishers write to shares the
+	// tail budget, and must get every event of its stream too.
+	other, err := h.Subscribe("other", store.ID{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	otherDone := make(chan struct{})
+	var otherGot []sseEvent
+	var otherErr error
+	otherEnd := make(chan store.ID, 1)
+	go func() {
+		defer close(otherDone)
+		otherGot, _, otherErr = pull(other, <-otherEnd, waitFor)
+	}()
 	a := newAcks()
 	stop := make(chan struct{})
 	var stopOnce sync.Once
@@ -214,6 +245,11 @@ func TestTorture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	otherFinal, err := l.Append(context.Background(), "other", []store.Event{{Type: "end", Data: []byte("end")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherEnd <- otherFinal[0]
 	for _, end := range ends {
 		end <- final[0]
 	}
@@ -236,6 +272,25 @@ func TestTorture(t *testing.T) {
 		if err := checkSubscriber(r, all); err != nil {
 			t.Errorf("subscriber (live %v, start %s): %v", r.live, r.start, err)
 		}
+	}
+	select {
+	case <-otherDone:
+	case <-timeout.C:
+		abort()
+		t.Fatal("the other stream's subscriber did not finish")
+	}
+	if otherErr != nil {
+		t.Fatalf("other stream: %v", otherErr)
+	}
+	if err := diffEvents(otherGot, readAfter(t, l, "other", store.ID{})); err != nil {
+		t.Errorf("other stream: %v", err)
+	}
+	budget := opts.TailBudget
+	if budget == 0 {
+		budget = stream.DefaultTailBudget
+	}
+	if u := h.Usage().TailBytes; u > budget {
+		t.Errorf("tails hold %d bytes, over the budget of %d", u, budget)
 	}
 }
 

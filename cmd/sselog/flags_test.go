@@ -15,6 +15,7 @@ import (
 
 	"github.com/sselog/sselog/httpapi"
 	"github.com/sselog/sselog/retention"
+	"github.com/sselog/sselog/stream"
 )
 
 func TestParseWithEnv(t *testing.T) {
@@ -27,6 +28,13 @@ func TestParseWithEnv(t *testing.T) {
 		writeTimeout: httpapi.DefaultWriteTimeout,
 		readTimeout:  httpapi.DefaultReadTimeout,
 		maxBody:      httpapi.DefaultMaxBody,
+		bodyMemory:   httpapi.DefaultBodyMemory,
+		tailMemory:   stream.DefaultTailBudget,
+		replayMemory: stream.DefaultReplayBudget,
+		memoryLimit:  byteLimit(defaultMemoryLimit()),
+		maxConns:     defaultMaxConnections,
+		idleTimeout:  defaultIdleTimeout,
+		shutdown:     defaultShutdownTimeout,
 		logLevel:     slog.LevelInfo,
 		logFormat:    "text",
 
@@ -53,6 +61,15 @@ func TestParseWithEnv(t *testing.T) {
 		"SSELOG_CORS_ORIGIN":      "https://a.example, https://b.example",
 		"SSELOG_TLS_CERT":         "/etc/sselog/cert.pem",
 		"SSELOG_TLS_KEY":          "/etc/sselog/tls.key",
+		"SSELOG_MAX_BODY_MEMORY":  "32MiB",
+		"SSELOG_TAIL_MEMORY":      "16MiB",
+		"SSELOG_REPLAY_MEMORY":    "8MiB",
+		"SSELOG_MEMORY_LIMIT":     "2GiB",
+		"SSELOG_MAX_CONNECTIONS":  "500",
+		"SSELOG_IDLE_TIMEOUT":     "1m",
+		"SSELOG_SHUTDOWN_TIMEOUT": "5s",
+		"SSELOG_PPROF":            "127.0.0.1:6060",
+		"SSELOG_INSECURE_PPROF":   "true",
 	}
 	fromEnv := serveConfig{
 		addr: "0.0.0.0:9000", db: "/var/lib/sselog/e.db",
@@ -62,6 +79,9 @@ func TestParseWithEnv(t *testing.T) {
 		jwtSecretFile: "/etc/sselog/secret", jwtPublicKey: "/etc/sselog/key.pem", insecureNoAuth: true,
 		corsOrigins: stringList{"https://a.example", "https://b.example"},
 		tlsCert:     "/etc/sselog/cert.pem", tlsKey: "/etc/sselog/tls.key",
+		bodyMemory: 32 << 20, tailMemory: 16 << 20, replayMemory: 8 << 20, memoryLimit: 2 << 30,
+		maxConns: 500, idleTimeout: time.Minute, shutdown: 5 * time.Second,
+		pprof: "127.0.0.1:6060", insecurePprof: true,
 	}
 	tests := []struct {
 		name    string
@@ -81,12 +101,16 @@ func TestParseWithEnv(t *testing.T) {
 				"--retain-age", "0", "--retain-events", "0", "--retain-bytes", "0", "--retain-interval", "5s",
 				"--jwt-secret-file", "s", "--jwt-public-key", "k.pem", "--insecure-no-auth=false", "--cors-origin", "https://c.example",
 				"--tls-cert", "c.pem", "--tls-key", "c.key",
+				"--max-body-memory", "4MiB", "--tail-memory", "1MiB", "--replay-memory", "2MiB", "--memory-limit", "0",
+				"--max-connections", "0", "--idle-timeout", "3s", "--shutdown-timeout", "2s", "--pprof", "", "--insecure-pprof=false",
 			},
 			want: serveConfig{
 				addr: "127.0.0.1:1", db: "f.db", retry: time.Second, heartbeat: 2 * time.Second,
 				writeTimeout: 3 * time.Second, readTimeout: 4 * time.Second, maxBody: 512 << 10, logLevel: slog.LevelWarn, logFormat: "text",
 				retainInterval: 5 * time.Second,
 				jwtSecretFile:  "s", jwtPublicKey: "k.pem", corsOrigins: stringList{"https://c.example"}, tlsCert: "c.pem", tlsKey: "c.key",
+				bodyMemory: 4 << 20, tailMemory: 1 << 20, replayMemory: 2 << 20,
+				idleTimeout: 3 * time.Second, shutdown: 2 * time.Second,
 			},
 		},
 		{

@@ -26,9 +26,21 @@ import (
 	"github.com/sselog/sselog/stream"
 )
 
-// shutdownTimeout bounds a graceful stop: in-flight publishes finish, SSE
-// streams end, the database closes.
-const shutdownTimeout = 10 * time.Second
+// defaultShutdownTimeout bounds a graceful stop: in-flight publishes
+// finish, SSE streams end, the database closes. It is under the 10 s that
+// supervisors commonly give (Docker's default) before SIGKILL.
+const defaultShutdownTimeout = 8 * time.Second
+
+// closeReserve is the part of the shutdown timeout kept for what follows
+// the cut of the last streams: the retention worker's stop and the
+// database's close.
+const closeReserve = 500 * time.Millisecond
+
+// Defaults of the connection limits.
+const (
+	defaultMaxConnections = 16384
+	defaultIdleTimeout    = 2 * time.Minute
+)
 
 // defaultGCPercent is the GOGC the server runs with unless GOGC is set.
 const defaultGCPercent = 400
@@ -41,6 +53,13 @@ type serveConfig struct {
 	writeTimeout time.Duration
 	readTimeout  time.Duration
 	maxBody      byteSize
+	bodyMemory   byteSize
+	tailMemory   byteSize
+	replayMemory byteSize
+	memoryLimit  byteLimit
+	maxConns     int
+	idleTimeout  time.Duration
+	shutdown     time.Duration
 	logLevel     slog.Level
 	logFormat    string
 
@@ -49,7 +68,8 @@ type serveConfig struct {
 	retainBytes    byteLimit
 	retainInterval time.Duration
 
-	pprof string
+	pprof         string
+	insecurePprof bool
 
 	maxSubscribers      int
 	maxSubscribersPerIP int
@@ -64,7 +84,13 @@ type serveConfig struct {
 }
 
 func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
-	c := &serveConfig{maxBody: httpapi.DefaultMaxBody}
+	c := &serveConfig{
+		maxBody:      httpapi.DefaultMaxBody,
+		bodyMemory:   httpapi.DefaultBodyMemory,
+		tailMemory:   stream.DefaultTailBudget,
+		replayMemory: stream.DefaultReplayBudget,
+		memoryLimit:  byteLimit(defaultMemoryLimit()),
+	}
 	fs := flag.NewFlagSet("sselog serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "listen address")
@@ -74,6 +100,13 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.DurationVar(&c.writeTimeout, "write-timeout", httpapi.DefaultWriteTimeout, "a subscriber whose writes make no progress this long is disconnected")
 	fs.DurationVar(&c.readTimeout, "read-timeout", httpapi.DefaultReadTimeout, "a publish body must arrive within this time")
 	fs.Var(&c.maxBody, "max-body", "largest publish body (bytes, or with KiB/MiB/KB/MB)")
+	fs.Var(&c.bodyMemory, "max-body-memory", "most memory the request bodies being received or stored may hold together; a publish beyond it is answered 503 with Retry-After (at least --max-body)")
+	fs.Var(&c.tailMemory, "tail-memory", "most memory the in-memory tails of all followed streams may hold together; beyond it tails are cut, and their subscribers read from the database")
+	fs.Var(&c.replayMemory, "replay-memory", "most memory the pages of replays in progress may hold together; beyond it replays read smaller pages")
+	fs.Var(&c.memoryLimit, "memory-limit", "soft limit on the Go runtime's memory (debug.SetMemoryLimit): the collector works harder as the heap nears it (default: half the memory of the machine or cgroup; 0: none; GOMEMLIMIT, when set, wins)")
+	fs.IntVar(&c.maxConns, "max-connections", defaultMaxConnections, "most client connections open at once, SSE streams included; more wait in the listen backlog (0: no limit)")
+	fs.DurationVar(&c.idleTimeout, "idle-timeout", defaultIdleTimeout, "a keep-alive connection with no request for this long is closed")
+	fs.DurationVar(&c.shutdown, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM or SIGINT the process exits within this time: streams that have not ended by then (stalled subscribers) are cut")
 	fs.DurationVar(&c.retainAge, "retain-age", retention.DefaultMaxAge, "default retention: events older than this are trimmed (0: no age limit)")
 	fs.Uint64Var(&c.retainEvents, "retain-events", 0, "default retention: keep at most this many events per stream (0: no limit)")
 	fs.Var(&c.retainBytes, "retain-bytes", "default retention: keep at most this many stored bytes per stream, with KiB/MiB/GiB (0: no limit)")
@@ -83,7 +116,8 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.IntVar(&c.maxSubscribers, "max-subscribers", 0, "most open SSE streams; more are told to retry later (0: no limit)")
 	fs.IntVar(&c.maxSubscribersPerIP, "max-subscribers-per-ip", 0, "most open SSE streams per client address (0: no limit)")
 	fs.IntVar(&c.maxStreams, "max-streams", 0, "most streams; publishing to a new one beyond it is refused with 429 (0: no limit)")
-	fs.StringVar(&c.pprof, "pprof", "", "serve Go's profiling endpoints (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (off when empty; never expose it)")
+	fs.StringVar(&c.pprof, "pprof", "", "serve Go's profiling endpoints (/debug/pprof/), without authentication, on this loopback address, e.g. 127.0.0.1:6060 (off when empty)")
+	fs.BoolVar(&c.insecurePprof, "insecure-pprof", false, "let --pprof listen on a non-loopback address: anyone who can connect may profile the server and read its memory")
 	fs.StringVar(&c.jwtSecretFile, "jwt-secret-file", "", "file holding the HMAC secret that signs bearer tokens (HS256/384/512; at least 32 bytes; a trailing newline is ignored)")
 	fs.StringVar(&c.jwtPublicKey, "jwt-public-key", "", "PEM file with the public key that verifies bearer tokens (RSA: RS*/PS*, ECDSA: ES*, Ed25519: EdDSA)")
 	fs.BoolVar(&c.insecureNoAuth, "insecure-no-auth", false, "serve without tokens on a non-loopback address: anyone who can connect may do anything")
@@ -118,12 +152,25 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if _, ok := os.LookupEnv("GOGC"); !ok {
 		debug.SetGCPercent(defaultGCPercent)
 	}
-	for name, d := range map[string]time.Duration{"retry": c.retry, "heartbeat": c.heartbeat, "write-timeout": c.writeTimeout, "read-timeout": c.readTimeout, "retain-interval": c.retainInterval} {
+	// The memory limit is set before anything is allocated in earnest.
+	if _, ok := os.LookupEnv("GOMEMLIMIT"); !ok && c.memoryLimit > 0 {
+		debug.SetMemoryLimit(int64(c.memoryLimit))
+	}
+	for name, d := range map[string]time.Duration{"retry": c.retry, "heartbeat": c.heartbeat, "write-timeout": c.writeTimeout, "read-timeout": c.readTimeout, "retain-interval": c.retainInterval, "idle-timeout": c.idleTimeout, "shutdown-timeout": c.shutdown} {
 		if d <= 0 {
 			return fmt.Errorf("--%s must be positive", name)
 		}
 	}
-	for name, n := range map[string]int{"max-subscribers": c.maxSubscribers, "max-subscribers-per-ip": c.maxSubscribersPerIP, "max-streams": c.maxStreams} {
+	if c.shutdown <= closeReserve {
+		return fmt.Errorf("--shutdown-timeout must be more than %v", closeReserve)
+	}
+	if c.bodyMemory < c.maxBody {
+		return fmt.Errorf("--max-body-memory %s is less than --max-body %s: no body of the largest size could be accepted", c.bodyMemory.String(), c.maxBody.String())
+	}
+	if c.pprof != "" && !isLoopback(c.pprof) && !c.insecurePprof {
+		return fmt.Errorf("--pprof %s is not a loopback address: the profiler has no authentication and shows the server's memory; listen on 127.0.0.1, or give --insecure-pprof", c.pprof)
+	}
+	for name, n := range map[string]int{"max-subscribers": c.maxSubscribers, "max-subscribers-per-ip": c.maxSubscribersPerIP, "max-streams": c.maxStreams, "max-connections": c.maxConns} {
 		if n < 0 {
 			return fmt.Errorf("--%s must not be negative (0 means no limit)", name)
 		}
@@ -162,7 +209,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	hub := stream.NewHub(log, stream.Options{})
+	hub := stream.NewHub(log, stream.Options{TailBudget: int(c.tailMemory), ReplayBudget: int(c.replayMemory)})
 	handler := httpapi.NewHandler(log, hub, httpapi.Options{
 		Logger:       logger,
 		Retry:        c.retry,
@@ -170,6 +217,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		WriteTimeout: c.writeTimeout,
 		ReadTimeout:  c.readTimeout,
 		MaxBody:      int64(c.maxBody),
+		BodyMemory:   int64(c.bodyMemory),
 
 		MaxSubscribers:      c.maxSubscribers,
 		MaxSubscribersPerIP: c.maxSubscribersPerIP,
@@ -187,23 +235,30 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}()
 
-	ln, err := net.Listen("tcp", c.addr)
+	raw, err := net.Listen("tcp", c.addr)
 	if err != nil {
 		stopWorker()
 		<-workerDone
 		log.Close()
 		return fmt.Errorf("listen: %w", err)
 	}
+	// The framing of plain-text HTTP/1.1 is watched for requests with two
+	// lengths; under TLS the listener sees only encrypted bytes.
+	ln := httpapi.NewListener(raw, httpapi.ListenerOptions{MaxConns: c.maxConns}, tlsConfig == nil)
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       c.idleTimeout,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ConnContext:       ln.ConnContext,
+		// "OPTIONS *" goes to the handler like every other request (see
+		// httpapi.Listener).
+		DisableGeneralOptionsHandler: true,
 		// No WriteTimeout: it would cut every SSE stream. Subscribers get
 		// per-write deadlines instead.
 	}
 	if c.pprof != "" {
-		stopProfiling, err := serveProfiling(c.pprof, logger)
+		stopProfiling, err := serveProfiling(c.pprof, c.insecurePprof, logger)
 		if err != nil {
 			stopWorker()
 			<-workerDone
@@ -227,7 +282,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if verifier != nil {
 		auth = strings.Join(verifier.Algorithms(), ",")
 	}
-	logger.Info("serving", "addr", ln.Addr().String(), "scheme", scheme, "auth", auth, "cors_origins", origins, "db", c.db, "last_id", log.LastID())
+	logger.Info("serving", "addr", ln.Addr().String(), "scheme", scheme, "auth", auth, "cors_origins", origins, "db", c.db, "last_id", log.LastID(),
+		"memory_limit", debug.SetMemoryLimit(-1), "max_connections", c.maxConns, "idle_timeout", c.idleTimeout, "shutdown_timeout", c.shutdown)
 	fmt.Fprintf(stdout, "sselog serving on %s://%s\n", scheme, ln.Addr())
 
 	var serveErr error
@@ -236,7 +292,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case serveErr = <-served:
 	}
 	logger.Info("shutting down")
-	shutCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	// Streams still running when the time is up are cut, with room left
+	// to close the database before the promised exit.
+	shutCtx, cancel := context.WithTimeout(context.Background(), c.shutdown-closeReserve)
 	defer cancel()
 	// Shutdown closes the listener, then runs the hub's Close, and waits
 	// for in-flight publishes; it never ends an SSE stream by itself, which
@@ -267,7 +325,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // serveProfiling serves net/http/pprof on its own listener, so that the
 // API's router never exposes it.
-func serveProfiling(addr string, logger *slog.Logger) (stop func(), err error) {
+func serveProfiling(addr string, insecure bool, logger *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--pprof: %w", err)
@@ -280,7 +338,11 @@ func serveProfiling(addr string, logger *slog.Logger) (stop func(), err error) {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
-	logger.Info("profiling", "addr", "http://"+ln.Addr().String()+"/debug/pprof/")
+	if insecure && !isLoopback(addr) {
+		logger.Warn("--insecure-pprof: profiling without authentication on a non-loopback address", "addr", "http://"+ln.Addr().String()+"/debug/pprof/")
+	} else {
+		logger.Info("profiling", "addr", "http://"+ln.Addr().String()+"/debug/pprof/")
+	}
 	return func() { srv.Close() }, nil
 }
 
