@@ -210,6 +210,13 @@ func truncateSyncPath(path string, size int64) error {
 // would replace it. A file system without hard links gets a check and a
 // rename.
 func moveTemp(tmp, dst string, replace bool) error {
+	if t, err := os.Lstat(tmp); err == nil {
+		if d, err := os.Lstat(dst); err == nil && os.SameFile(t, d) {
+			// A run killed between its link and its remove left both
+			// names on one file: rename would do nothing and keep tmp.
+			return os.Remove(tmp)
+		}
+	}
 	if replace {
 		return os.Rename(tmp, dst)
 	}
@@ -321,7 +328,7 @@ func openTemp(path string) (*os.File, error) {
 	// then on a file that is no longer at path, and emptying it would
 	// destroy that writer's output.
 	for range 8 {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|openNoFollow, 0o600)
 		if err != nil {
 			return nil, err
 		}
@@ -339,8 +346,20 @@ func openTemp(path string) (*os.File, error) {
 			f.Close()
 			return nil, err
 		}
-		named, err := os.Stat(path)
+		named, err := os.Lstat(path)
 		if err == nil && os.SameFile(held, named) {
+			if !held.Mode().IsRegular() || linkCount(held) > 1 {
+				// Not only a leftover: a writer killed between linking
+				// its file into place and removing this name left the
+				// finished output under both. Emptying it would empty the
+				// output: let go of this name, and start a new file.
+				err := os.Remove(path)
+				f.Close()
+				if err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return nil, err
+				}
+				continue
+			}
 			// What a dead writer left is not worth keeping: it was never
 			// moved into place, so it was never whole.
 			if err := f.Truncate(0); err != nil {

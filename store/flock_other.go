@@ -11,3 +11,10 @@ const haveFlock = false
 
 // tryLock does nothing: without flock, openTemp relies on O_EXCL.
 func tryLock(f *os.File, exclusive bool) (bool, error) { return true, nil }
+
+// openNoFollow is not needed without flock: openTemp uses O_EXCL, which
+// refuses an existing path, links included.
+const openNoFollow = 0
+
+// linkCount is not used without flock.
+func linkCount(os.FileInfo) uint64 { return 1 }

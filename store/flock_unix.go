@@ -35,3 +35,15 @@ func tryLock(f *os.File, exclusive bool) (bool, error) {
 		return false, err
 	}
 }
+
+// openNoFollow makes openTemp refuse a temporary path that is a symbolic
+// link, rather than empty the file it points to.
+const openNoFollow = syscall.O_NOFOLLOW
+
+// linkCount is how many names the file has.
+func linkCount(fi os.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Nlink)
+	}
+	return 1
+}

@@ -179,3 +179,60 @@ func TestCompactRefusesLiveTemp(t *testing.T) {
 		t.Fatalf("%s exists after a refused compaction: %v", dst, err)
 	}
 }
+
+// TestCreateTempLinkedLeftover: a writer killed between linking its
+// finished file into place and removing the temporary name leaves one file
+// under both names. The next writer must not empty it (that would empty
+// the finished output): it starts a new file, and moving that one into
+// place leaves no temporary name behind.
+func TestCreateTempLinkedLeftover(t *testing.T) {
+	requireFlock(t)
+	dir := t.TempDir()
+	out, tmp := filepath.Join(dir, "out.db"), filepath.Join(dir, "out.db.tmp")
+	if err := os.WriteFile(out, []byte("the finished backup"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(out, tmp); err != nil {
+		t.Fatal(err)
+	}
+	f, err := store.CreateTemp(tmp)
+	if err != nil {
+		t.Fatalf("take over a linked leftover: %v", err)
+	}
+	if b, _ := os.ReadFile(out); string(b) != "the finished backup" {
+		t.Fatalf("the finished output now holds %q", b)
+	}
+	if _, err := f.WriteString("a new backup"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Move(out, true); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(out); string(b) != "a new backup" {
+		t.Fatalf("after the move the output holds %q", b)
+	}
+	if _, err := os.Lstat(tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the temporary name is still there: %v", err)
+	}
+}
+
+// TestCreateTempSymlink: a temporary path that is a symbolic link is
+// refused; the file it points to is left as it is.
+func TestCreateTempSymlink(t *testing.T) {
+	requireFlock(t)
+	dir := t.TempDir()
+	target, tmp := filepath.Join(dir, "precious"), filepath.Join(dir, "out.db.tmp")
+	if err := os.WriteFile(target, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := store.CreateTemp(tmp); err == nil {
+		f.Close()
+		t.Fatal("CreateTemp took a symbolic link")
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep me" {
+		t.Fatalf("the link's target now holds %q", b)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -32,6 +33,7 @@ func TestServeLimitRefusals(t *testing.T) {
 		{"negative connections", []string{"--max-connections", "-1"}, "--max-connections must not be negative"},
 		{"zero idle timeout", []string{"--idle-timeout", "0s"}, "--idle-timeout must be positive"},
 		{"memory limit not a size", []string{"--memory-limit", "lots"}, "invalid size"},
+		{"memory limit too small", []string{"--memory-limit", "1MiB"}, "below 64MiB"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			db := filepath.Join(t.TempDir(), "never", "x.db")
@@ -73,8 +75,8 @@ func TestServeInsecurePprof(t *testing.T) {
 
 var memoryLimitLine = regexp.MustCompile(`memory_limit=(\d+)`)
 
-// TestServeMemoryLimit: the runtime's soft memory limit is --memory-limit,
-// by default half the machine's memory, and GOMEMLIMIT wins over both.
+// TestServeMemoryLimit: the runtime's soft memory limit is --memory-limit
+// when given, else GOMEMLIMIT when set, else half the machine's memory.
 func TestServeMemoryLimit(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
@@ -85,7 +87,9 @@ func TestServeMemoryLimit(t *testing.T) {
 	}{
 		{"default", nil, nil, defaultMemoryLimit()},
 		{"flag", nil, []string{"--memory-limit", "300MiB"}, 300 << 20},
-		{"GOMEMLIMIT wins", []string{"GOMEMLIMIT=100MiB"}, []string{"--memory-limit", "300MiB"}, 100 << 20},
+		{"GOMEMLIMIT wins over the default", []string{"GOMEMLIMIT=100MiB"}, nil, 100 << 20},
+		{"the flag wins over GOMEMLIMIT", []string{"GOMEMLIMIT=100MiB"}, []string{"--memory-limit", "300MiB"}, 300 << 20},
+		{"no limit", nil, []string{"--memory-limit", "0"}, math.MaxInt64},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

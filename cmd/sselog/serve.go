@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -103,7 +104,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.Var(&c.bodyMemory, "max-body-memory", "most memory the request bodies being received or stored may hold together; a publish beyond it is answered 503 with Retry-After (at least --max-body)")
 	fs.Var(&c.tailMemory, "tail-memory", "most memory the in-memory tails of all followed streams may hold together; beyond it tails are cut, and their subscribers read from the database")
 	fs.Var(&c.replayMemory, "replay-memory", "most memory the pages of replays in progress may hold together; beyond it replays read smaller pages")
-	fs.Var(&c.memoryLimit, "memory-limit", "soft limit on the Go runtime's memory (debug.SetMemoryLimit): the collector works harder as the heap nears it (default: half the memory of the machine or cgroup; 0: none; GOMEMLIMIT, when set, wins)")
+	fs.Var(&c.memoryLimit, "memory-limit", "soft limit on the Go runtime's memory (debug.SetMemoryLimit): the collector works harder as the heap nears it (default: GOMEMLIMIT if set, else half the memory of the machine or cgroup; at least 64MiB; 0: none)")
 	fs.IntVar(&c.maxConns, "max-connections", defaultMaxConnections, "most client connections open at once, SSE streams included; more wait in the listen backlog (0: no limit)")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", defaultIdleTimeout, "a keep-alive connection with no request for this long is closed")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM or SIGINT the process exits within this time: streams that have not ended by then (stalled subscribers) are cut")
@@ -152,9 +153,20 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if _, ok := os.LookupEnv("GOGC"); !ok {
 		debug.SetGCPercent(defaultGCPercent)
 	}
-	// The memory limit is set before anything is allocated in earnest.
-	if _, ok := os.LookupEnv("GOMEMLIMIT"); !ok && c.memoryLimit > 0 {
-		debug.SetMemoryLimit(int64(c.memoryLimit))
+	// The memory limit is set before anything is allocated in earnest. A
+	// --memory-limit given (on the command line or as SSELOG_MEMORY_LIMIT)
+	// wins over GOMEMLIMIT; GOMEMLIMIT wins over the default.
+	if c.memoryLimit != 0 && c.memoryLimit < minMemoryLimit {
+		return fmt.Errorf("--memory-limit %s is below %dMiB: the collector would run without pause (0 means no limit)", c.memoryLimit.String(), minMemoryLimit>>20)
+	}
+	memoryLimitSet := false
+	fs.Visit(func(f *flag.Flag) { memoryLimitSet = memoryLimitSet || f.Name == "memory-limit" })
+	if _, env := os.LookupEnv("GOMEMLIMIT"); memoryLimitSet || !env {
+		limit := int64(c.memoryLimit)
+		if limit == 0 {
+			limit = math.MaxInt64 // the runtime's "no limit"
+		}
+		debug.SetMemoryLimit(limit)
 	}
 	for name, d := range map[string]time.Duration{"retry": c.retry, "heartbeat": c.heartbeat, "write-timeout": c.writeTimeout, "read-timeout": c.readTimeout, "retain-interval": c.retainInterval, "idle-timeout": c.idleTimeout, "shutdown-timeout": c.shutdown} {
 		if d <= 0 {
