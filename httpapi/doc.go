@@ -23,8 +23,12 @@
 //     disconnected; it resumes with Last-Event-ID. A subscriber over a limit,
 //     or arriving during shutdown, is answered 200 with only a jittered
 //     retry hint, because any other status makes EventSource give up.
-//   - SSE over HTTP/1.1 runs on the connection taken over from net/http
-//     (Hijack), which Shutdown neither waits for nor closes: Drain does.
+//   - SSE streams run on package ssewire, which owns their connections:
+//     over HTTP/1.1 the connection is taken over from net/http (Hijack),
+//     which http.Server.Shutdown neither waits for nor closes. Close ends
+//     every stream with a last retry hint; registered with
+//     http.Server.RegisterOnShutdown, Shutdown alone ends them all. Drain
+//     also waits for the taken-over ones, so that none reads a closed log.
 //   - A 5xx answer carries a fixed message; its detail (file paths,
 //     operating-system errors) goes to the log only.
 //   - What clients make the server hold is bounded: a request body holds

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/sselog/sselog/httpapi/internal/eventjson"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
@@ -43,7 +44,8 @@ func errorStatus(err error) (status int, public string) {
 		errors.Is(err, store.ErrInvalidEvent),
 		errors.Is(err, store.ErrEmptyBatch),
 		errors.Is(err, store.ErrInvalidID),
-		errors.Is(err, store.ErrInvalidPolicy):
+		errors.Is(err, store.ErrInvalidPolicy),
+		errors.Is(err, eventjson.ErrMalformed):
 		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, ErrNoToken), errors.Is(err, ErrInvalidToken):
 		return http.StatusUnauthorized, err.Error()

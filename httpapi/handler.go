@@ -11,6 +11,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/sselog/sselog/httpapi/internal/ssewire"
 	"github.com/sselog/sselog/retention"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
@@ -82,12 +83,7 @@ type Handler struct {
 	retry  []byte       // the "retry:" line every stream starts with
 	bodies *byteBudget  // bytes held by request bodies in flight
 
-	// streams counts the streams running on connections taken over from
-	// net/http, which http.Server.Shutdown neither waits for nor closes.
-	streams  sync.WaitGroup
-	connsMu  sync.Mutex
-	conns    map[*connSink]struct{}
-	draining bool // set by Drain: no new stream is taken over
+	wire *ssewire.Wire // owns the SSE streams' connections
 
 	slotsMu sync.Mutex
 	slots   int            // open SSE streams
@@ -119,7 +115,7 @@ func NewHandler(log *store.Log, hub *stream.Hub, opts Options) *Handler {
 	}
 	// A body of the largest size must fit, or it could never be accepted.
 	opts.BodyMemory = max(opts.BodyMemory, opts.MaxBody+1)
-	h := &Handler{log: log, hub: hub, opts: opts, logger: opts.Logger, router: mux.NewRouter(), conns: make(map[*connSink]struct{}), slotsIP: make(map[string]int)}
+	h := &Handler{log: log, hub: hub, opts: opts, logger: opts.Logger, router: mux.NewRouter(), wire: ssewire.New(opts.WriteTimeout), slotsIP: make(map[string]int)}
 	h.bodies = &byteBudget{max: opts.BodyMemory}
 	h.retry = []byte("retry: " + strconv.FormatInt(opts.Retry.Milliseconds(), 10) + "\n\n")
 
@@ -151,28 +147,20 @@ func NewHandler(log *store.Log, hub *stream.Hub, opts Options) *Handler {
 	return h
 }
 
-// Drain waits for the SSE streams running on taken-over connections to end,
-// which they do once the hub is closed, each after a last retry hint. When
-// ctx ends first, it closes their connections and returns ctx's error.
-// Call it after http.Server.Shutdown, before closing the log.
+// Close ends every SSE stream, each after a last, jittered retry hint, and
+// answers streams that arrive later with only such a hint. It does not
+// wait: register it with http.Server.RegisterOnShutdown, and Shutdown alone
+// ends every stream. Streams then end on their own; Drain waits for them.
+func (h *Handler) Close() { h.wire.Close() }
+
+// Drain closes the handler's streams (Close) and waits for those running
+// on connections taken over from net/http, which http.Server.Shutdown
+// does not wait for. When ctx ends first, it closes their connections and
+// returns ctx's error. Call it after Shutdown, before closing the log, for
+// a stop in which no stream reads a closed log.
 func (h *Handler) Drain(ctx context.Context) error {
-	h.connsMu.Lock()
-	h.draining = true
-	h.connsMu.Unlock()
-	done := make(chan struct{})
-	go func() { h.streams.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-	}
-	h.connsMu.Lock()
-	for c := range h.conns {
-		c.close()
-	}
-	h.connsMu.Unlock()
-	<-done
-	return ctx.Err()
+	h.wire.Close()
+	return h.wire.Wait(ctx)
 }
 
 // ServeHTTP implements http.Handler.
@@ -190,7 +178,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// without a deadline, before the connection serves another
 		// request: a client that announces one and sends nothing would
 		// hold its connection, and a --max-connections slot, for good.
-		// Over HTTP/1 a deadline set ahead costs nothing (see watchdog.go
+		// Over HTTP/1 a deadline set ahead costs nothing (see package watchdog
 		// for HTTP/2); net/http sets its own again for the next request.
 		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.opts.ReadTimeout))
 	}

@@ -96,8 +96,9 @@ func (c *watchedConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// NetConn is the connection the wrapper reads from and writes to.
-func (c *watchedConn) NetConn() net.Conn { return c.Conn }
+// RawConn is the connection beneath the wrapper, for the SSE streams that
+// take it over (ssewire.RawConner).
+func (c *watchedConn) RawConn() net.Conn { return c.Conn }
 
 // ReadFrom and CloseWrite keep what net/http finds on a *net.TCPConn:
 // sendfile for bodies copied from files, and the half-close before a

@@ -2,10 +2,12 @@ package httpapi_test
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -192,5 +194,61 @@ func TestUnreadBodyFreesConnection(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("a third connection: %d", resp.StatusCode)
+	}
+}
+
+// TestShutdownEndsStreams: http.Server.Shutdown alone, with the handler's
+// Close registered, ends every SSE stream with a last retry hint, over
+// HTTP/1.1 (a taken-over connection Shutdown does not track) and over
+// HTTP/2.
+func TestShutdownEndsStreams(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "HTTP/1.1", true: "HTTP/2"}[h2], func(t *testing.T) {
+			l := mustOpen(t, filepath.Join(t.TempDir(), "events.db"))
+			hub := stream.NewHub(l, stream.Options{})
+			t.Cleanup(hub.Close)
+			h := httpapi.NewHandler(l, hub, httpapi.Options{Heartbeat: time.Hour})
+			srv := httptest.NewUnstartedServer(h)
+			srv.Config.RegisterOnShutdown(h.Close)
+			if h2 {
+				srv.EnableHTTP2 = true
+				srv.StartTLS()
+			} else {
+				srv.Start()
+			}
+			t.Cleanup(srv.Close)
+			client := srv.Client()
+			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+			defer cancel()
+			var clients []*sseClient
+			for range 3 {
+				c, err := dialSSE(ctx, client, srv.URL+"/v1/streams/s/events", "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if b, err := c.next(); err != nil || b.Retry == "" {
+					t.Fatalf("first block %+v, %v; want the retry hint", b, err)
+				}
+				clients = append(clients, c)
+			}
+			done := make(chan error, 1)
+			go func() { done <- srv.Config.Shutdown(ctx) }()
+			for i, c := range clients {
+				b, err := c.next()
+				if err != nil || b.Retry == "" {
+					t.Fatalf("stream %d at shutdown: %+v, %v; want a last retry hint", i, b, err)
+				}
+				if _, err := c.next(); !errors.Is(err, io.ErrUnexpectedEOF) {
+					t.Fatalf("stream %d after its last hint: %v, want its end", i, err)
+				}
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("shutdown: %v", err)
+			}
+			if err := h.Drain(ctx); err != nil {
+				t.Fatalf("drain after shutdown: %v", err)
+			}
+		})
 	}
 }

@@ -7,10 +7,11 @@ import (
 	"net/http"
 	"os"
 	"sync/atomic"
-	"unicode/utf8"
 
 	"github.com/gorilla/mux"
 
+	"github.com/sselog/sselog/httpapi/internal/eventjson"
+	"github.com/sselog/sselog/httpapi/internal/watchdog"
 	"github.com/sselog/sselog/store"
 )
 
@@ -28,7 +29,7 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 	// The decoded events take about as many bytes as the body: the
 	// budget's share is kept until they are stored.
 	defer release()
-	events, batch, err := decodeEvents(body)
+	events, batch, err := eventjson.Decode(body)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
@@ -74,15 +75,15 @@ func (h *Handler) readJSONBody(w http.ResponseWriter, r *http.Request) (body []b
 	// The server sets no ReadTimeout (it would end SSE streams), so the
 	// body gets its own: a stalled client cannot hold a handler. Over
 	// HTTP/1 ServeHTTP has set a read deadline; over HTTP/2 it is a
-	// watchdog, never a deadline set ahead (see watchdog.go).
-	var dog *watchdog
+	// watchdog, never a deadline set ahead (see package watchdog).
+	var dog *watchdog.Watchdog
 	if r.ProtoMajor != 1 {
 		rc := http.NewResponseController(w)
-		dog = newWatchdog(h.opts.ReadTimeout, func() { _ = rc.SetReadDeadline(pastDeadline) })
-		dog.start()
+		dog = watchdog.New(h.opts.ReadTimeout, func() { _ = rc.SetReadDeadline(watchdog.Past) })
+		dog.Start()
 	}
 	body, held, err := readBody(http.MaxBytesReader(w, r.Body, h.opts.MaxBody), r.ContentLength, h.opts.MaxBody, h.bodies)
-	if dog != nil && dog.close() && err == nil {
+	if dog != nil && dog.Close() && err == nil {
 		// The whole body arrived as the time ran out, and the past
 		// deadline may still be set: answer as if it had not.
 		err = os.ErrDeadlineExceeded
@@ -203,15 +204,4 @@ func bodyError(err error) error {
 	default:
 		return errorf(http.StatusBadRequest, "reading request body: %v", err)
 	}
-}
-
-// decodeEvents parses a publish body: one event object, or a non-empty
-// array of them. It reports whether the body was an array. Each event's data
-// is compacted, so that it is one line of JSON however it was sent.
-func decodeEvents(body []byte) ([]store.Event, bool, error) {
-	if !utf8.Valid(body) {
-		return nil, false, errorf(http.StatusBadRequest, "body is not valid UTF-8")
-	}
-	p := eventParser{b: body}
-	return p.parse()
 }

@@ -42,23 +42,36 @@ func mustOpen(tb testing.TB, path string) *store.Log {
 	return l
 }
 
-// newServer serves the API over a fresh log on a real listener. Cleanup
-// closes the hub first, which ends every SSE handler, so that the server
-// can then close without waiting on open streams.
+// newServer serves the API over a fresh log on a real listener, and tears
+// it down as cmd/sselog does: Shutdown, with the handler's Close
+// registered to end the SSE streams, then Drain, then the hub and the log.
 func newServer(tb testing.TB, opts httpapi.Options, hubOpts stream.Options) *testServer {
 	tb.Helper()
 	l := mustOpen(tb, filepath.Join(tb.TempDir(), "events.db"))
 	hub := stream.NewHub(l, hubOpts)
-	srv := httptest.NewServer(httpapi.NewHandler(l, hub, opts))
+	h := httpapi.NewHandler(l, hub, opts)
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.RegisterOnShutdown(h.Close)
+	srv.Start()
 	tr := &http.Transport{MaxIdleConnsPerHost: 64}
 	client := &http.Client{
 		Transport: tr,
 		// Redirects are part of what is tested, so none is followed.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	tb.Cleanup(srv.Close)
-	tb.Cleanup(tr.CloseIdleConnections)
-	tb.Cleanup(hub.Close)
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		tr.CloseIdleConnections()
+		if err := srv.Config.Shutdown(ctx); err != nil {
+			tb.Errorf("shutdown: %v", err)
+		}
+		if err := h.Drain(ctx); err != nil {
+			tb.Errorf("drain: %v", err)
+		}
+		hub.Close()
+		srv.Close()
+	})
 	return &testServer{Server: srv, log: l, hub: hub, client: client}
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/sselog/sselog/httpapi/internal/watchdog"
 	"github.com/sselog/sselog/retention"
 	"github.com/sselog/sselog/store"
 )
@@ -111,8 +112,8 @@ func (h *Handler) deleteRetention(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) backup(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	started := false
-	dw := &deadlineWriter{w: w, dog: newWatchdog(h.opts.WriteTimeout, func() { _ = rc.SetWriteDeadline(pastDeadline) })}
-	defer dw.dog.close()
+	dw := &deadlineWriter{w: w, dog: watchdog.New(h.opts.WriteTimeout, func() { _ = rc.SetWriteDeadline(watchdog.Past) })}
+	defer dw.dog.Close()
 	n, err := h.log.Backup(dw, func(size int64) {
 		started = true
 		hdr := w.Header()
@@ -137,14 +138,14 @@ func (h *Handler) backup(w http.ResponseWriter, r *http.Request) {
 // deadlineWriter cuts each write that makes no progress for the write
 // timeout, so that a client that stops reading a backup frees its read
 // transaction, while a long copy to a live client is not cut. It uses a
-// watchdog, not a deadline set ahead (see watchdog.go).
+// watchdog, not a deadline set ahead (see package watchdog).
 type deadlineWriter struct {
 	w   http.ResponseWriter
-	dog *watchdog
+	dog *watchdog.Watchdog
 }
 
 func (d *deadlineWriter) Write(p []byte) (int, error) {
-	d.dog.start()
-	defer d.dog.stop()
+	d.dog.Start()
+	defer d.dog.Stop()
 	return d.w.Write(p)
 }

@@ -39,7 +39,7 @@ func BenchmarkReplay(b *testing.B) {
 	b.ReportAllocs()
 	runs := 0
 	for b.Loop() {
-		sub, err := h.Subscribe("s", store.ID{}, true)
+		sub, err := h.SubscribeAfter("s", store.ID{})
 		if err != nil {
 			b.Fatal(err)
 		}

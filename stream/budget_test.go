@@ -119,10 +119,10 @@ func TestTailBudget(t *testing.T) {
 	for i := range fs {
 		f := &follower{name: fmt.Sprintf("s%03d", i), start: start}
 		var err error
-		if f.keep, err = h.Subscribe(f.name, store.ID{}, false); err != nil {
+		if f.keep, err = h.SubscribeLive(f.name); err != nil {
 			t.Fatal(err)
 		}
-		if f.lag, err = h.Subscribe(f.name, store.ID{}, false); err != nil {
+		if f.lag, err = h.SubscribeLive(f.name); err != nil {
 			t.Fatal(err)
 		}
 		fs[i] = f

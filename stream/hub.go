@@ -301,11 +301,26 @@ func (f *followed) wake() {
 	f.mu.Unlock()
 }
 
-// Subscribe opens a cursor over stream. With from set, the subscription
-// starts after the id after (the zero ID: from the stream's beginning);
-// without, it starts after the newest committed event, for live events
-// only.
-func (h *Hub) Subscribe(name string, after store.ID, from bool) (*Subscription, error) {
+// SubscribeAfter opens a cursor over stream that resumes after the id
+// after: the subscription hands out every event of the stream with a
+// larger id, then follows live. The zero ID means from the stream's
+// beginning. Its first read goes to the log, which alone can tell whether
+// events after the resume point were trimmed (a "reset" then says so) or
+// whether the id was never issued here.
+func (h *Hub) SubscribeAfter(name string, after store.ID) (*Subscription, error) {
+	return h.subscribe(name, after, true)
+}
+
+// SubscribeLive opens a cursor over stream that starts after the newest
+// committed event: it hands out only the events committed from now on, and
+// no reset, since it has no resume point that could have been trimmed.
+func (h *Hub) SubscribeLive(name string) (*Subscription, error) {
+	return h.subscribe(name, store.ID{}, false)
+}
+
+// subscribe is SubscribeAfter when resuming is set, else SubscribeLive
+// (after is then ignored).
+func (h *Hub) subscribe(name string, after store.ID, resuming bool) (*Subscription, error) {
 	if err := store.ValidateStream(name); err != nil {
 		return nil, err
 	}
@@ -323,8 +338,8 @@ func (h *Hub) Subscribe(name string, after store.ID, from bool) (*Subscription, 
 		h.order = append(h.order, f)
 	}
 	f.refs++
-	s := &Subscription{hub: h, f: f, cursor: after, resuming: from}
-	if !from {
+	s := &Subscription{hub: h, f: f, cursor: after, resuming: resuming}
+	if !resuming {
 		// Every event up to delivered is committed, and every later commit
 		// gets larger ids and reaches the tail.
 		s.cursor = h.delivered

@@ -166,7 +166,11 @@ func TestSubscribe(t *testing.T) {
 			if tc.fromAt >= 0 {
 				after = before[tc.fromAt]
 			}
-			sub, err := h.Subscribe("s", after, tc.from)
+			subscribe := func() (*stream.Subscription, error) { return h.SubscribeLive("s") }
+			if tc.from {
+				subscribe = func() (*stream.Subscription, error) { return h.SubscribeAfter("s", after) }
+			}
+			sub, err := subscribe()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -196,7 +200,7 @@ func TestSubscribeAfterUnknownID(t *testing.T) {
 	publish(t, l, "s", 3)
 	mid := publish(t, l, "other", 1)[0]
 	last := publish(t, l, "s", 3)[2]
-	sub, err := h.Subscribe("s", mid, true)
+	sub, err := h.SubscribeAfter("s", mid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +212,7 @@ func TestSubscribeAfterUnknownID(t *testing.T) {
 func TestSubscribeInvalidStream(t *testing.T) {
 	_, h := newHub(t, stream.Options{})
 	for _, name := range []string{"", ".x", "a/b", "a b"} {
-		if _, err := h.Subscribe(name, store.ID{}, true); !errors.Is(err, store.ErrInvalidStream) {
+		if _, err := h.SubscribeAfter(name, store.ID{}); !errors.Is(err, store.ErrInvalidStream) {
 			t.Errorf("Subscribe(%q) = %v, want ErrInvalidStream", name, err)
 		}
 	}
@@ -232,18 +236,18 @@ func TestSlowSubscriber(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			l, h := newHub(t, tc.opts)
 			first := publish(t, l, "s", 3)
-			live, err := h.Subscribe("s", store.ID{}, false)
+			live, err := h.SubscribeLive("s")
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer live.Close()
-			fromZero, err := h.Subscribe("s", store.ID{}, true)
+			fromZero, err := h.SubscribeAfter("s", store.ID{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer fromZero.Close()
 			// A reader that keeps up, so the tail is in use throughout.
-			keepUp, err := h.Subscribe("s", store.ID{}, false)
+			keepUp, err := h.SubscribeLive("s")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -293,7 +297,7 @@ func TestFrameShared(t *testing.T) {
 	l, h := newHub(t, stream.Options{})
 	var subs []*stream.Subscription
 	for range 3 {
-		sub, err := h.Subscribe("s", store.ID{}, false)
+		sub, err := h.SubscribeLive("s")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -331,7 +335,7 @@ func TestFrameShared(t *testing.T) {
 
 func TestClose(t *testing.T) {
 	l, h := newHub(t, stream.Options{})
-	sub, err := h.Subscribe("s", store.ID{}, false)
+	sub, err := h.SubscribeLive("s")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +358,7 @@ func TestClose(t *testing.T) {
 	if _, _, err := sub.Next(); !errors.Is(err, stream.ErrClosed) {
 		t.Fatalf("Next after Close and a commit = %v, want ErrClosed", err)
 	}
-	if _, err := h.Subscribe("s", store.ID{}, true); !errors.Is(err, stream.ErrClosed) {
+	if _, err := h.SubscribeAfter("s", store.ID{}); !errors.Is(err, stream.ErrClosed) {
 		t.Fatalf("Subscribe after Close = %v, want ErrClosed", err)
 	}
 	sub.Close()
@@ -365,15 +369,15 @@ func TestClose(t *testing.T) {
 
 func TestFollowing(t *testing.T) {
 	_, h := newHub(t, stream.Options{})
-	a1, err := h.Subscribe("a", store.ID{}, false)
+	a1, err := h.SubscribeLive("a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	a2, err := h.Subscribe("a", store.ID{}, true)
+	a2, err := h.SubscribeAfter("a", store.ID{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := h.Subscribe("b", store.ID{}, false)
+	b, err := h.SubscribeLive("b")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +406,7 @@ func TestNewHubOnUsedLog(t *testing.T) {
 	old := publish(t, l, "s", 5)
 	h := stream.NewHub(l, stream.Options{})
 	defer h.Close()
-	sub, err := h.Subscribe("s", store.ID{}, false)
+	sub, err := h.SubscribeLive("s")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,7 +424,7 @@ func TestCaughtUpIdle(t *testing.T) {
 	l, h := newHub(t, stream.Options{PageSize: 2})
 	ids := publish(t, l, "s", 5)
 	publish(t, l, "other", 1)
-	sub, err := h.Subscribe("s", store.ID{}, true)
+	sub, err := h.SubscribeAfter("s", store.ID{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -469,7 +473,7 @@ func TestReplayLargePages(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sub, err := h.Subscribe("s", store.ID{}, true)
+			sub, err := h.SubscribeAfter("s", store.ID{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -31,7 +31,7 @@ func trim(t *testing.T, l *store.Log, name string, cut store.Cut) store.ID {
 
 func subscribe(t *testing.T, h *stream.Hub, name string, after store.ID) *stream.Subscription {
 	t.Helper()
-	sub, err := h.Subscribe(name, after, true)
+	sub, err := h.SubscribeAfter(name, after)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +274,7 @@ func TestDeleteUnfollows(t *testing.T) {
 	if _, err := l.DeleteStream(context.Background(), "s"); err != nil {
 		t.Fatal(err)
 	}
-	fresh, err := h.Subscribe("s", store.ID{}, false)
+	fresh, err := h.SubscribeLive("s")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -110,7 +110,7 @@ func torture(t *testing.T, opts stream.Options) {
 	l, h := newHub(t, opts)
 	// A subscriber to the other stream the publishers write to shares the
 	// tail budget, and must get every event of its stream too.
-	other, err := h.Subscribe("other", store.ID{}, true)
+	other, err := h.SubscribeAfter("other", store.ID{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,13 +138,13 @@ func torture(t *testing.T, opts stream.Options) {
 		case 0:
 			r.live = true
 			_, r.acked, _ = a.snapshot()
-			sub, r.err = h.Subscribe(name, store.ID{}, false)
+			sub, r.err = h.SubscribeLive(name)
 			r.bound = l.LastID()
 		case 1:
-			sub, r.err = h.Subscribe(name, store.ID{}, true)
+			sub, r.err = h.SubscribeAfter(name, store.ID{})
 		default:
 			r.start = a.random(rng)
-			sub, r.err = h.Subscribe(name, r.start, true)
+			sub, r.err = h.SubscribeAfter(name, r.start)
 		}
 		if r.err != nil {
 			return

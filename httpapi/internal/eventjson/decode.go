@@ -1,8 +1,8 @@
-package httpapi
+package eventjson
 
 import (
+	"errors"
 	"fmt"
-	"net/http"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -13,6 +13,35 @@ import (
 // maxDepth bounds the nesting of a publish body's JSON, so that a hostile
 // body cannot make the parser recurse without end.
 const maxDepth = 64
+
+// ErrMalformed is matched by every error Decode returns: the body is not a
+// publish body. The error's own text says why, for the client.
+var ErrMalformed = errors.New("malformed publish body")
+
+// malformedError carries the client's message as its whole text (callers
+// show it as it is) and matches ErrMalformed.
+type malformedError struct{ msg string }
+
+func (e *malformedError) Error() string { return e.msg }
+
+func (e *malformedError) Unwrap() error { return ErrMalformed }
+
+func errorf(format string, args ...any) error {
+	return &malformedError{msg: fmt.Sprintf(format, args...)}
+}
+
+// Decode parses a publish body: one event object, or a non-empty array of
+// them. batch reports whether the body was an array, so that the answer can
+// take the same shape. The events hold no reference to body: their Data
+// share one new buffer no larger than it, each capped at its own length so
+// that appending to one cannot overwrite the next.
+func Decode(body []byte) (events []store.Event, batch bool, err error) {
+	if !utf8.Valid(body) {
+		return nil, false, errorf("body is not valid UTF-8")
+	}
+	p := eventParser{b: body}
+	return p.parse()
+}
 
 // eventParser reads a publish body: one event object, or a non-empty array
 // of them, each {"type": string or null, "data": any JSON value}, with
@@ -28,7 +57,7 @@ type eventParser struct {
 }
 
 func (p *eventParser) fail(format string, args ...any) error {
-	return errorf(http.StatusBadRequest, "malformed JSON at byte %d: %s", p.i, fmt.Sprintf(format, args...))
+	return errorf("malformed JSON at byte %d: %s", p.i, fmt.Sprintf(format, args...))
 }
 
 func (p *eventParser) ws() {
@@ -62,7 +91,7 @@ func (p *eventParser) parse() ([]store.Event, bool, error) {
 	batch := false
 	switch p.next() {
 	case end:
-		return nil, false, errorf(http.StatusBadRequest, "body is empty: send an event object or an array of them")
+		return nil, false, errorf("body is empty: send an event object or an array of them")
 	case '{':
 		e, err := p.event(-1)
 		if err != nil {
@@ -73,14 +102,14 @@ func (p *eventParser) parse() ([]store.Event, bool, error) {
 		batch = true
 		p.i++
 		if p.next() == ']' {
-			return nil, true, errorf(http.StatusBadRequest, "empty batch: send at least one event")
+			return nil, true, errorf("empty batch: send at least one event")
 		}
 		for n := 0; ; n++ {
 			if p.next() != '{' {
 				if p.i == len(p.b) {
 					return nil, true, p.fail("unexpected end of body")
 				}
-				return nil, true, errorf(http.StatusBadRequest, "event %d: each event must be a JSON object", n)
+				return nil, true, errorf("event %d: each event must be a JSON object", n)
 			}
 			e, err := p.event(n)
 			if err != nil {
@@ -98,10 +127,10 @@ func (p *eventParser) parse() ([]store.Event, bool, error) {
 			}
 		}
 	default:
-		return nil, false, errorf(http.StatusBadRequest, "body must be a JSON event object or an array of them")
+		return nil, false, errorf("body must be a JSON event object or an array of them")
 	}
 	if p.next() != end {
-		return nil, batch, errorf(http.StatusBadRequest, "unexpected data after the JSON value")
+		return nil, batch, errorf("unexpected data after the JSON value")
 	}
 	return events, batch, nil
 }
@@ -110,9 +139,9 @@ func (p *eventParser) parse() ([]store.Event, bool, error) {
 func (p *eventParser) event(n int) (store.Event, error) {
 	where := func(msg string) error {
 		if n >= 0 {
-			return errorf(http.StatusBadRequest, "event %d: %s", n, msg)
+			return errorf("event %d: %s", n, msg)
 		}
-		return errorf(http.StatusBadRequest, "%s", msg)
+		return errorf("%s", msg)
 	}
 	p.i++ // '{'
 	var e store.Event
@@ -188,7 +217,7 @@ func (p *eventParser) event(n int) (store.Event, error) {
 // checking it as it goes.
 func (p *eventParser) value(depth int) error {
 	if depth > maxDepth {
-		return errorf(http.StatusBadRequest, "data nested deeper than %d levels", maxDepth)
+		return errorf("data nested deeper than %d levels", maxDepth)
 	}
 	switch c := p.next(); {
 	case c == '{':
