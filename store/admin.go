@@ -16,8 +16,10 @@ import (
 
 // Backup writes a consistent copy of the whole database to w from one read
 // transaction, while appends go on: the copy holds exactly what was
-// committed when the transaction began. It returns the bytes written, which
-// on success is the size the copy was announced with, BackupSize.
+// committed when the transaction began. If size is not nil, it is called
+// with the copy's size before the first byte is written, so that a caller
+// can announce it (a Content-Length, say). Backup returns the bytes
+// written, which on success equal that size.
 //
 // The read transaction is held for the whole copy; while it is, the pages
 // freed by trims are not reused and the file cannot be remapped, so a slow

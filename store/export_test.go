@@ -7,3 +7,9 @@ func (l *Log) QueuedAppends() int { return len(l.queue) }
 // NoSync reports bbolt's NoSync flag, which must never be set: a SIGKILL
 // test cannot tell a missing fsync from a present one.
 func (l *Log) NoSync() bool { return l.db.NoSync }
+
+// ScanAfter is Scan without the bounds.
+func (l *Log) ScanAfter(stream string, after ID, limit int, fn func(*Event) error) error {
+	_, err := l.Scan(stream, after, limit, fn)
+	return err
+}

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -74,10 +73,11 @@ type Log struct {
 	logger *slog.Logger
 	maxGrp int
 
-	// closeMu orders Append's queue sends before Close closes the queue.
+	// closeMu orders the queue sends of Append and DeleteStream before
+	// Close closes the queue.
 	closeMu sync.RWMutex
 	closed  bool
-	queue   chan *appendReq
+	queue   chan writeOp
 	done    chan struct{} // closed when the writer has exited
 
 	// live holds the names of the streams that exist (not deleted), kept
@@ -89,35 +89,6 @@ type Log struct {
 	delHooks atomic.Pointer[[]func(stream string, lowWater ID)]
 	last     atomic.Pointer[ID] // newest committed id
 }
-
-type appendReq struct {
-	stream string
-	events []Event
-	size   int
-	err    chan error // buffered; the writer's one answer
-	// refused is set by the writer for a request it does not commit.
-	refused error
-	// del makes the request a deletion of stream, committed alone and
-	// answered with the stream's final low-water mark in lowWater.
-	del      bool
-	lowWater ID
-}
-
-var (
-	bucketEvents  = []byte("events")
-	bucketStreams = []byte("streams")
-	bucketMeta    = []byte("meta")
-	bucketPolicy  = []byte("retention")
-	keyLastID     = []byte("last_id")
-	keyVersion    = []byte("version")
-)
-
-// layoutVersion 2 added the low-water mark and tombstone to the streams
-// bucket, the retention bucket and the reserved "reset" type. A version 1
-// file is upgraded in place on open (its 16-byte counters read as having no
-// mark); a binary that knows only version 1 then refuses the file rather
-// than drop the marks.
-const layoutVersion = 2
 
 // Open opens or creates the database at path. The parent directory must
 // exist.
@@ -182,56 +153,26 @@ func Open(path string, opts Options) (_ *Log, err error) {
 		path:   path,
 		logger: opts.Logger,
 		maxGrp: opts.MaxGroupBytes,
-		queue:  make(chan *appendReq, opts.QueueLen),
+		queue:  make(chan writeOp, opts.QueueLen),
 		done:   make(chan struct{}),
 		live:   make(map[string]struct{}),
 		maxStr: opts.MaxStreams,
 	}
 	var last ID
 	err = db.Update(func(tx *bolt.Tx) error {
-		// A file with no bucket is new (bbolt made it, or a run was killed
-		// before its first commit) and gets the layout below. One with
-		// buckets must already have it: adding the missing buckets to a
-		// partial copy would serve it as a whole log.
-		if k, _ := tx.Cursor().First(); k != nil {
-			if err := checkLayout(tx); err != nil {
-				return err
-			}
-		}
-		for _, name := range [][]byte{bucketEvents, bucketStreams, bucketMeta, bucketPolicy} {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return err
-			}
+		var err error
+		if last, err = prepareLayout(tx); err != nil {
+			return err
 		}
 		// live is kept only for MaxStreams: one entry per stream, not per
 		// event, so cheap even for a large log.
 		if l.maxStr > 0 {
-			if err := tx.Bucket(bucketStreams).ForEach(func(k, v []byte) error {
+			return tx.Bucket(bucketStreams).ForEach(func(k, v []byte) error {
 				if !decodeCounters(v).Deleted {
 					l.live[string(k)] = struct{}{}
 				}
 				return nil
-			}); err != nil {
-				return err
-			}
-		}
-		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keyVersion); v == nil {
-			if err := meta.Put(keyVersion, []byte{layoutVersion}); err != nil {
-				return err
-			}
-		} else if len(v) == 1 && v[0] == 1 {
-			if err := meta.Put(keyVersion, []byte{layoutVersion}); err != nil {
-				return err
-			}
-		} else if len(v) != 1 || v[0] != layoutVersion {
-			return fmt.Errorf("unsupported layout version %v (this sselog knows 1 and %d)", v, layoutVersion)
-		}
-		if v := meta.Get(keyLastID); v != nil {
-			if len(v) != len(last) {
-				return fmt.Errorf("meta %s: %w", keyLastID, errCorrupt)
-			}
-			copy(last[:], v)
+			})
 		}
 		return nil
 	})
@@ -280,7 +221,7 @@ func (l *Log) Append(ctx context.Context, stream string, events []Event) ([]ID, 
 	if len(events) == 0 {
 		return nil, ErrEmptyBatch
 	}
-	r := &appendReq{stream: stream, events: make([]Event, len(events)), err: make(chan error, 1)}
+	r := &appendOp{stream: stream, events: make([]Event, len(events)), err: make(chan error, 1)}
 	n := 0
 	for i := range events {
 		if err := events[i].validate(); err != nil {
@@ -313,229 +254,6 @@ func (l *Log) Append(ctx context.Context, stream string, events []Event) ([]ID, 
 		ids[i] = r.events[i].ID
 	}
 	return ids, nil
-}
-
-func (l *Log) enqueue(ctx context.Context, r *appendReq) error {
-	l.closeMu.RLock()
-	defer l.closeMu.RUnlock()
-	if l.closed {
-		return ErrClosed
-	}
-	select {
-	case l.queue <- r:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// writer is the single goroutine that assigns ids and commits. It takes
-// whatever is queued into one transaction: the group grows with the load
-// while the previous fsync runs, and a lone append never waits.
-func (l *Log) writer(gen *generator) {
-	defer close(l.done)
-	var (
-		group   []*appendReq
-		pending *appendReq // taken from the queue but over the group's size
-		arena   []byte     // the group's stored values; bbolt keeps pointers into it until commit
-		batch   []Event
-	)
-	for {
-		group = group[:0]
-		size := 0
-		if pending != nil {
-			group, size, pending = append(group, pending), pending.size, nil
-		} else {
-			r, ok := <-l.queue
-			if !ok {
-				return
-			}
-			group, size = append(group, r), r.size
-		}
-		if group[0].del {
-			l.commitDelete(group[0])
-			continue
-		}
-	drain:
-		for size < l.maxGrp {
-			select {
-			case r, ok := <-l.queue:
-				if !ok {
-					break drain
-				}
-				if r.del || size+r.size > l.maxGrp {
-					pending = r
-					break drain
-				}
-				group, size = append(group, r), size+r.size
-			default:
-				break drain
-			}
-		}
-
-		batch = batch[:0]
-		if cap(arena) < size {
-			arena = make([]byte, 0, size)
-		}
-		arena = arena[:0]
-		created, admitted := l.admit(group)
-		if admitted == 0 {
-			for _, r := range group {
-				r.err <- r.refused
-			}
-			continue
-		}
-		err := l.db.Update(func(tx *bolt.Tx) error {
-			var last ID
-			for _, r := range group {
-				if r.refused != nil {
-					continue
-				}
-				for i := range r.events {
-					r.events[i].ID = gen.next()
-				}
-				last = r.events[len(r.events)-1].ID
-				if err := putEvents(tx, r, &arena); err != nil {
-					return err
-				}
-			}
-			if last.IsZero() {
-				return nil // every request was refused: nothing to commit
-			}
-			return tx.Bucket(bucketMeta).Put(keyLastID, last[:])
-		})
-		if err != nil {
-			l.logger.Error("commit failed", "events", countEvents(group), "err", err)
-			err = fmt.Errorf("append: %w: %w", ErrWrite, err)
-			for _, name := range created {
-				delete(l.live, name)
-			}
-		} else {
-			for _, r := range group {
-				if r.refused == nil {
-					batch = append(batch, r.events...)
-				}
-			}
-			if len(batch) > 0 {
-				last := batch[len(batch)-1].ID
-				l.last.Store(&last)
-				for _, fn := range *l.hooks.Load() {
-					fn(batch)
-				}
-			}
-		}
-		for _, r := range group {
-			if r.refused != nil {
-				r.err <- r.refused
-			} else {
-				r.err <- err
-			}
-		}
-	}
-}
-
-// admit refuses, with ErrTooManyStreams, the requests of a group that
-// would create a stream beyond MaxStreams, and returns the streams the rest
-// create and how many requests it admitted.
-func (l *Log) admit(group []*appendReq) (created []string, admitted int) {
-	if l.maxStr <= 0 {
-		return nil, len(group) // no limit, nothing to track
-	}
-	for _, r := range group {
-		r.refused = nil
-		if _, ok := l.live[r.stream]; ok {
-			admitted++
-			continue
-		}
-		// New in this group: put it in live now, and take it out again
-		// if the commit fails, so that the check stays one map lookup.
-		if l.maxStr > 0 && len(l.live) >= l.maxStr {
-			r.refused = fmt.Errorf("%w: the limit is %d; delete one to make room", ErrTooManyStreams, l.maxStr)
-			continue
-		}
-		l.live[r.stream] = struct{}{}
-		created = append(created, r.stream)
-		admitted++
-	}
-	return created, admitted
-}
-
-func countEvents(group []*appendReq) int {
-	n := 0
-	for _, r := range group {
-		n += len(r.events)
-	}
-	return n
-}
-
-// putEvents stores one request's events and updates its stream's counters.
-// Values are appended to arena, which has room for them all: bbolt requires
-// a value to stay unchanged until the transaction ends, so no buffer is
-// reused within one.
-func putEvents(tx *bolt.Tx, r *appendReq, arena *[]byte) error {
-	b, err := tx.Bucket(bucketEvents).CreateBucketIfNotExists([]byte(r.stream))
-	if err != nil {
-		return err
-	}
-	// Keys only ever grow, so full pages are never split again: pack them.
-	b.FillPercent = 1.0
-	var bytes uint64
-	for i := range r.events {
-		e := &r.events[i]
-		start := len(*arena)
-		*arena = e.appendValue(*arena)
-		if err := b.Put(e.ID[:], (*arena)[start:len(*arena):len(*arena)]); err != nil {
-			return err
-		}
-		bytes += uint64(len(*arena) - start)
-	}
-	st := tx.Bucket(bucketStreams)
-	c := decodeCounters(st.Get([]byte(r.stream)))
-	c.Count += uint64(len(r.events))
-	c.Bytes += bytes
-	c.Deleted = false
-	return st.Put([]byte(r.stream), c.encode())
-}
-
-// counters are a stream's entry in the streams bucket: running totals, so
-// that listing streams never walks their events, and what retention and
-// deletion removed, so that a client resuming from before it is told.
-type counters struct {
-	Count uint64
-	Bytes uint64
-	// LowWater is the newest id ever removed from the stream by a trim or
-	// a deletion; every event at or below it is gone.
-	LowWater ID
-	// Deleted marks a stream removed by DeleteStream and not published to
-	// since: its entry stays as a tombstone that keeps LowWater.
-	Deleted bool
-}
-
-// countersLen is the stored size of counters. Entries written before the
-// low-water mark existed are 16 bytes and decode with a zero one.
-const countersLen = 8 + 8 + 16 + 1
-
-func decodeCounters(v []byte) counters {
-	if len(v) < 16 {
-		return counters{}
-	}
-	c := counters{Count: binary.BigEndian.Uint64(v), Bytes: binary.BigEndian.Uint64(v[8:])}
-	if len(v) >= countersLen {
-		copy(c.LowWater[:], v[16:32])
-		c.Deleted = v[32]&1 != 0
-	}
-	return c
-}
-
-func (c counters) encode() []byte {
-	v := make([]byte, countersLen)
-	binary.BigEndian.PutUint64(v, c.Count)
-	binary.BigEndian.PutUint64(v[8:], c.Bytes)
-	copy(v[16:32], c.LowWater[:])
-	if c.Deleted {
-		v[32] = 1
-	}
-	return v
 }
 
 // Close stops accepting appends, commits those already queued, and closes
@@ -578,4 +296,24 @@ func SyncDir(dir string) error {
 		return fmt.Errorf("sync directory %s: %w", dir, err)
 	}
 	return nil
+}
+
+// view runs fn in a read transaction, reporting ErrClosed after Close.
+func (l *Log) view(fn func(*bolt.Tx) error) error {
+	err := l.db.View(fn)
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
+}
+
+// update runs fn in a write transaction beside the writer, reporting
+// ErrClosed once Close has begun.
+func (l *Log) update(fn func(*bolt.Tx) error) error {
+	l.closeMu.RLock()
+	defer l.closeMu.RUnlock()
+	if l.closed {
+		return ErrClosed
+	}
+	return l.db.Update(fn)
 }

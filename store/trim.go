@@ -1,0 +1,86 @@
+package store
+
+import (
+	"bytes"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Cut selects the oldest events of a stream that a trim removes: every
+// event with an id below Before (the zero ID: none by age), then the oldest
+// until at most MaxEvents remain and their stored size is at most MaxBytes
+// (zero: no such limit). The result is always a prefix of the stream.
+type Cut struct {
+	Before    ID
+	MaxEvents uint64
+	MaxBytes  uint64
+}
+
+// Trimmed reports one Trim call.
+type Trimmed struct {
+	Events   int
+	Bytes    uint64
+	LowWater ID
+	// More is set when the call stopped at its key limit with more to cut.
+	More bool
+}
+
+// Trim removes at most maxKeys of the events of stream that cut selects, in
+// one write transaction, and moves the stream's low-water mark to the
+// newest removed id. Callers loop while More is set: the bound keeps each
+// transaction short, so an append never waits long behind a trim.
+func (l *Log) Trim(stream string, cut Cut, maxKeys int) (Trimmed, error) {
+	if maxKeys <= 0 {
+		return Trimmed{}, fmt.Errorf("trim %s: maxKeys must be positive", stream)
+	}
+	var res Trimmed
+	keys := make([]byte, 0, 16*min(maxKeys, 4096))
+	err := l.update(func(tx *bolt.Tx) error {
+		res = Trimmed{}
+		keys = keys[:0]
+		name := []byte(stream)
+		st := tx.Bucket(bucketStreams)
+		c := decodeCounters(st.Get(name))
+		b := tx.Bucket(bucketEvents).Bucket(name)
+		if b == nil {
+			return nil
+		}
+		count, size := c.Count, c.Bytes
+		cur := b.Cursor()
+		for k, v := cur.First(); k != nil; k, v = cur.Next() {
+			over := bytes.Compare(k, cut.Before[:]) < 0 ||
+				cut.MaxEvents > 0 && count > cut.MaxEvents ||
+				cut.MaxBytes > 0 && size > cut.MaxBytes
+			if !over {
+				break
+			}
+			if res.Events == maxKeys {
+				res.More = true
+				break
+			}
+			// Keys alias pages that the deletes below rewrite: copy them.
+			keys = append(keys, k...)
+			res.Events++
+			res.Bytes += uint64(len(v))
+			count -= min(count, 1)
+			size -= min(size, uint64(len(v)))
+		}
+		if res.Events == 0 {
+			return nil
+		}
+		for i := 0; i < len(keys); i += len(ID{}) {
+			if err := b.Delete(keys[i : i+len(ID{})]); err != nil {
+				return err
+			}
+		}
+		c.Count, c.Bytes = count, size
+		c.LowWater = ID(keys[len(keys)-len(ID{}):])
+		res.LowWater = c.LowWater
+		return st.Put(name, c.encode())
+	})
+	if err != nil {
+		return Trimmed{}, fmt.Errorf("trim %s: %w", stream, err)
+	}
+	return res, nil
+}
