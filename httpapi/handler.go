@@ -12,7 +12,6 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/sselog/sselog/httpapi/internal/ssewire"
-	"github.com/sselog/sselog/retention"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
@@ -54,9 +53,11 @@ type Options struct {
 	// more than is left is answered 503 with Retry-After. Zero means
 	// DefaultBodyMemory; it must not be below MaxBody.
 	BodyMemory int64
-	// Retention is the server's default retention, shown with each
-	// stream's override.
-	Retention retention.Limits
+	// Retention is the server's default retention, the same value the
+	// retention worker is given, shown with each stream's override and
+	// merged with it (store.Limits.Apply) as the effective limits. The zero
+	// value is no limit.
+	Retention store.Limits
 	// MaxSubscribers caps the open SSE streams; MaxSubscribersPerIP caps
 	// them per client address. A subscriber over a limit is answered 200
 	// with only a jittered retry hint, so that EventSource comes back

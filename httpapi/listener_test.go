@@ -252,3 +252,26 @@ func TestShutdownEndsStreams(t *testing.T) {
 		})
 	}
 }
+
+// TestGoneBeforeFirstFlush: a subscriber that is gone before its stream's
+// first bytes are flushed (an HTTP/2 client that resets at once) gives its
+// subscription and its --max-subscribers slot back.
+func TestGoneBeforeFirstFlush(t *testing.T) {
+	l := mustOpen(t, filepath.Join(t.TempDir(), "events.db"))
+	hub := stream.NewHub(l, stream.Options{})
+	t.Cleanup(hub.Close)
+	h := httpapi.NewHandler(l, hub, httpapi.Options{MaxSubscribers: 1})
+	for i := range 2 {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		req := httptest.NewRequestWithContext(ctx, "GET", "/v1/streams/s/events", nil)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Header().Get("Connection") == "close" {
+			t.Fatalf("request %d was refused as over the limit: the first one kept its slot", i)
+		}
+		if n := hub.Following(); n != 0 {
+			t.Fatalf("after request %d the hub follows %d streams, want 0", i, n)
+		}
+	}
+}

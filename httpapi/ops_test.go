@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/sselog/sselog/httpapi"
-	"github.com/sselog/sselog/retention"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
@@ -72,7 +71,7 @@ func (s *testServer) retention(t *testing.T, name string) []byte {
 // TestGetStream checks what GET /v1/streams/{stream} says of streams
 // published, trimmed, overridden, deleted and never published.
 func TestGetStream(t *testing.T) {
-	defaults := retention.Limits{MaxAge: 7 * 24 * time.Hour, MaxEvents: 500}
+	defaults := store.Limits{MaxAge: 7 * 24 * time.Hour, MaxEvents: 500}
 	defaultsJSON := `{"max_age":"168h0m0s","max_events":500,"max_bytes":0}`
 	s := newServer(t, httpapi.Options{Retention: defaults}, stream.Options{})
 	a := publishN(t, s, "a", 3)
@@ -134,7 +133,7 @@ func TestGetStream(t *testing.T) {
 // client resuming from the reset waits, and publishing recreates the
 // stream with new, larger ids and no trace of the old override.
 func TestDeleteStream(t *testing.T) {
-	s := newServer(t, httpapi.Options{Heartbeat: time.Hour, Retention: retention.Limits{MaxEvents: 100}}, stream.Options{})
+	s := newServer(t, httpapi.Options{Heartbeat: time.Hour, Retention: store.Limits{MaxEvents: 100}}, stream.Options{})
 	old := publishN(t, s, "d", 5)
 	s.mustPublish(t, "other", `{"data":"other"}`)
 	s.mustDo(t, http.MethodPut, "/v1/streams/d/retention", "application/json", `{"max_events":3}`, http.StatusOK)
@@ -244,7 +243,7 @@ func TestDeleteStream(t *testing.T) {
 // shows the override as stored and the defaults with its fields replacing
 // them.
 func TestRetention(t *testing.T) {
-	defaults := retention.Limits{MaxAge: 7 * 24 * time.Hour, MaxEvents: 500, MaxBytes: 1 << 20}
+	defaults := store.Limits{MaxAge: 7 * 24 * time.Hour, MaxEvents: 500, MaxBytes: 1 << 20}
 	defaultsJSON := `{"max_age":"168h0m0s","max_events":500,"max_bytes":1048576}`
 	s := newServer(t, httpapi.Options{Retention: defaults}, stream.Options{})
 	s.mustPublish(t, "s", `{"data":1}`)
@@ -322,7 +321,7 @@ func TestRetention(t *testing.T) {
 // a JSON error, and checks that none of them changes the stored policy.
 func TestRetentionBadInput(t *testing.T) {
 	const maxBody = 256
-	s := newServer(t, httpapi.Options{MaxBody: maxBody, Retention: retention.Limits{MaxEvents: 9}}, stream.Options{})
+	s := newServer(t, httpapi.Options{MaxBody: maxBody, Retention: store.Limits{MaxEvents: 9}}, stream.Options{})
 	s.mustPublish(t, "s", `{"data":1}`)
 	const stored = `{"max_age":"1h","max_events":5}`
 	long := strings.Repeat("a", store.MaxStreamLen+1)

@@ -8,7 +8,6 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/sselog/sselog/httpapi/internal/watchdog"
-	"github.com/sselog/sselog/retention"
 	"github.com/sselog/sselog/store"
 )
 
@@ -23,7 +22,7 @@ type retentionView struct {
 	// server's defaults.
 	Override store.Policy `json:"override"`
 	// Effective is what the retention worker applies.
-	Effective retention.Limits `json:"effective"`
+	Effective store.Limits `json:"effective"`
 }
 
 func (h *Handler) retentionOf(name string) (retentionView, error) {

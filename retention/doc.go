@@ -2,15 +2,23 @@
 //
 // # What is trimmed
 //
-// Each stream has Limits: a maximum age, a maximum number of events and a
-// maximum stored size (the bytes the log keeps for the events' types and
-// data, as counted by store.StreamInfo.Bytes). The server's defaults
-// (Options.Defaults) apply to every stream; a stream's override, kept in
-// the database with store.Log.SetPolicy, replaces the dimensions it sets,
-// where 0 means no limit on that dimension. A stream is trimmed from its
-// oldest event: first everything older than the age limit, then the oldest
-// until it is within both the count and the size limit, so with several
-// limits the strictest one decides. An event's age is its id's timestamp.
+// Each stream has limits (store.Limits): a maximum age, a maximum number
+// of events and a maximum stored size (the bytes the log keeps for the
+// events' types and data, as counted by store.StreamInfo.Bytes). The
+// server's defaults (Options.Defaults) apply to every stream; a stream's
+// override, kept in the database with store.Log.SetPolicy, replaces the
+// dimensions it sets (store.Limits.Apply), where 0 means no limit on that
+// dimension. A stream is trimmed from its oldest event: first everything
+// older than the age limit, then the oldest until it is within both the
+// count and the size limit, so with several limits the strictest one
+// decides. An event's age is its id's timestamp.
+//
+// The limits and this rule belong to package store, not to this one: the
+// worker turns a stream's limits into a store.Cut, skips the stream when
+// store.Cut.Selects finds nothing to remove from its counters, and
+// otherwise leaves the choice of events to store.Log.Trim, which applies
+// the same rule. The HTTP API shows the same limits without importing
+// this package.
 //
 // # Chunks
 //

@@ -68,7 +68,7 @@ func TestPublishLatencyWhileTrimming(t *testing.T) {
 	}
 
 	w := retention.New(l, retention.Options{
-		Defaults: retention.Limits{MaxAge: time.Hour},
+		Defaults: store.Limits{MaxAge: time.Hour},
 		Chunk:    *chunkFlag,
 	})
 	var (

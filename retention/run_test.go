@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sselog/sselog/retention"
+	"github.com/sselog/sselog/store"
 )
 
 // TestRun drives Run's ticker with synctest's fake time: a pass at start, no
@@ -26,7 +27,7 @@ func TestRun(t *testing.T) {
 		retClock := newClock(base.Add(10 * time.Second))
 		rec := &recorder{}
 		w := retention.New(l, retention.Options{
-			Defaults: retention.Limits{MaxAge: 4 * time.Second},
+			Defaults: store.Limits{MaxAge: 4 * time.Second},
 			Interval: interval,
 			Now:      retClock.Now,
 			Logger:   slog.New(rec),

@@ -35,7 +35,7 @@ type Options struct {
 	// override leaves unset. The zero value means no limit at all; the
 	// 168h age limit is the --retain-age flag's default (DefaultMaxAge),
 	// not this field's.
-	Defaults Limits
+	Defaults store.Limits
 	// Interval is the time between the passes of Run. Zero or negative
 	// means DefaultInterval.
 	Interval time.Duration
@@ -54,7 +54,7 @@ type Options struct {
 // several goroutines: passes never overlap.
 type Worker struct {
 	log      *store.Log
-	defaults Limits
+	defaults store.Limits
 	interval time.Duration
 	chunk    int
 	now      func() time.Time
@@ -90,7 +90,7 @@ func New(log *store.Log, opts Options) *Worker {
 
 // Defaults returns the server-wide limits the worker applies where a
 // stream has no override.
-func (w *Worker) Defaults() Limits { return w.defaults }
+func (w *Worker) Defaults() store.Limits { return w.defaults }
 
 // Stats is what one pass did.
 type Stats struct {
@@ -161,7 +161,9 @@ func (w *Worker) pass(ctx context.Context, st *Stats) error {
 			continue
 		}
 		cut := w.defaults.Apply(policy).Cut(now)
-		if !over(info, cut) {
+		// Counters alone rule out most streams, without a write
+		// transaction (see store.Cut.Selects).
+		if !cut.Selects(info) {
 			continue
 		}
 		n, err := w.trim(ctx, info.Name, cut, st)
@@ -177,20 +179,6 @@ func (w *Worker) pass(ctx context.Context, st *Stats) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// over reports whether cut selects any event of the stream info describes.
-// It saves a write transaction (and its fsync) per stream that is within
-// its limits, which on most passes is every stream. The counters may be a
-// little stale by the time Trim runs; Trim decides from its own
-// transaction, so staleness only delays a trim to the next pass.
-func over(info store.StreamInfo, cut store.Cut) bool {
-	if info.Count == 0 {
-		return false
-	}
-	return info.FirstID.Compare(cut.Before) < 0 ||
-		cut.MaxEvents > 0 && info.Count > cut.MaxEvents ||
-		cut.MaxBytes > 0 && info.Bytes > cut.MaxBytes
 }
 
 // trim removes what cut selects from stream, one chunk per transaction,

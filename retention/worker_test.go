@@ -21,47 +21,47 @@ func TestLimits(t *testing.T) {
 	const n = 10
 	tests := []struct {
 		name     string
-		defaults retention.Limits
+		defaults store.Limits
 		policy   *store.Policy // nil: no override
 		bytes    float64       // the default MaxBytes, in events' stored sizes
 		kept     int
 	}{
 		{name: "no limits", kept: 10},
-		{name: "age", defaults: retention.Limits{MaxAge: 4 * time.Second}, kept: 4},
-		{name: "age between events", defaults: retention.Limits{MaxAge: 4500 * time.Millisecond}, kept: 4},
-		{name: "age keeps the event at now-MaxAge", defaults: retention.Limits{MaxAge: 5 * time.Second}, kept: 5},
-		{name: "age a millisecond short of an event", defaults: retention.Limits{MaxAge: 5*time.Second - time.Millisecond}, kept: 4},
-		{name: "age trims all", defaults: retention.Limits{MaxAge: time.Millisecond}, kept: 0},
-		{name: "age keeps all", defaults: retention.Limits{MaxAge: 10 * time.Second}, kept: 10},
-		{name: "events", defaults: retention.Limits{MaxEvents: 3}, kept: 3},
-		{name: "events above count", defaults: retention.Limits{MaxEvents: 11}, kept: 10},
+		{name: "age", defaults: store.Limits{MaxAge: 4 * time.Second}, kept: 4},
+		{name: "age between events", defaults: store.Limits{MaxAge: 4500 * time.Millisecond}, kept: 4},
+		{name: "age keeps the event at now-MaxAge", defaults: store.Limits{MaxAge: 5 * time.Second}, kept: 5},
+		{name: "age a millisecond short of an event", defaults: store.Limits{MaxAge: 5*time.Second - time.Millisecond}, kept: 4},
+		{name: "age trims all", defaults: store.Limits{MaxAge: time.Millisecond}, kept: 0},
+		{name: "age keeps all", defaults: store.Limits{MaxAge: 10 * time.Second}, kept: 10},
+		{name: "events", defaults: store.Limits{MaxEvents: 3}, kept: 3},
+		{name: "events above count", defaults: store.Limits{MaxEvents: 11}, kept: 10},
 		{name: "bytes", bytes: 5, kept: 5},
 		{name: "bytes between events", bytes: 5.5, kept: 5},
 		{name: "bytes below one event", bytes: 0.5, kept: 0},
-		{name: "strictest is age", defaults: retention.Limits{MaxAge: 2 * time.Second, MaxEvents: 5}, bytes: 7, kept: 2},
-		{name: "strictest is events", defaults: retention.Limits{MaxAge: 8 * time.Second, MaxEvents: 3}, bytes: 6, kept: 3},
-		{name: "strictest is bytes", defaults: retention.Limits{MaxAge: 8 * time.Second, MaxEvents: 7}, bytes: 4, kept: 4},
+		{name: "strictest is age", defaults: store.Limits{MaxAge: 2 * time.Second, MaxEvents: 5}, bytes: 7, kept: 2},
+		{name: "strictest is events", defaults: store.Limits{MaxAge: 8 * time.Second, MaxEvents: 3}, bytes: 6, kept: 3},
+		{name: "strictest is bytes", defaults: store.Limits{MaxAge: 8 * time.Second, MaxEvents: 7}, bytes: 4, kept: 4},
 		{
 			name:     "override beats default",
-			defaults: retention.Limits{MaxEvents: 3},
+			defaults: store.Limits{MaxEvents: 3},
 			policy:   &store.Policy{MaxEvents: ptr[uint64](6)},
 			kept:     6,
 		},
 		{
 			name:     "override tighter than default",
-			defaults: retention.Limits{MaxAge: 8 * time.Second},
+			defaults: store.Limits{MaxAge: 8 * time.Second},
 			policy:   &store.Policy{MaxAge: ptr(time.Second)},
 			kept:     1,
 		},
 		{
 			name:     "override zero events is no limit",
-			defaults: retention.Limits{MaxEvents: 3},
+			defaults: store.Limits{MaxEvents: 3},
 			policy:   &store.Policy{MaxEvents: ptr[uint64](0)},
 			kept:     10,
 		},
 		{
 			name:     "override zero age is no limit",
-			defaults: retention.Limits{MaxAge: 2 * time.Second},
+			defaults: store.Limits{MaxAge: 2 * time.Second},
 			policy:   &store.Policy{MaxAge: ptr(time.Duration(0))},
 			kept:     10,
 		},
@@ -73,13 +73,13 @@ func TestLimits(t *testing.T) {
 		},
 		{
 			name:     "override inherits what it leaves unset",
-			defaults: retention.Limits{MaxAge: 8 * time.Second, MaxEvents: 3},
+			defaults: store.Limits{MaxAge: 8 * time.Second, MaxEvents: 3},
 			policy:   &store.Policy{MaxAge: ptr(time.Duration(0))},
 			kept:     3,
 		},
 		{
 			name:     "empty override is the defaults",
-			defaults: retention.Limits{MaxEvents: 3},
+			defaults: store.Limits{MaxEvents: 3},
 			policy:   &store.Policy{},
 			kept:     3,
 		},
@@ -133,7 +133,7 @@ func TestAgeSameMillisecond(t *testing.T) {
 	}
 	// now-MaxAge is inside the second millisecond: its events are not older.
 	now := base.Add(time.Hour + time.Millisecond + 400*time.Microsecond)
-	w := retention.New(l, retention.Options{Defaults: retention.Limits{MaxAge: time.Hour}, Now: newClock(now).Now})
+	w := retention.New(l, retention.Options{Defaults: store.Limits{MaxAge: time.Hour}, Now: newClock(now).Now})
 	if st := mustRunOnce(t, w); st.Trimmed != 5 {
 		t.Errorf("trimmed %d, want 5", st.Trimmed)
 	}
@@ -157,7 +157,7 @@ func TestOverridesPerStream(t *testing.T) {
 	if err := l.SetPolicy("b", store.Policy{MaxEvents: ptr[uint64](0)}); err != nil {
 		t.Fatal(err)
 	}
-	opts := retention.Options{Defaults: retention.Limits{MaxEvents: 5}}
+	opts := retention.Options{Defaults: store.Limits{MaxEvents: 5}}
 	st := mustRunOnce(t, retention.New(l, opts))
 	if st.Streams != 3 || st.StreamsTrimmed != 2 || st.Trimmed != 8+5 {
 		t.Errorf("stats %+v, want 3 streams, 2 trimmed, 13 events", st)
@@ -224,7 +224,7 @@ func TestChunks(t *testing.T) {
 	clk := newClock(base)
 	l := mustOpen(t, clk)
 	ids := publishBatch(t, l, "s", 1100)
-	w := retention.New(l, retention.Options{Defaults: retention.Limits{MaxEvents: 50}, Chunk: 100})
+	w := retention.New(l, retention.Options{Defaults: store.Limits{MaxEvents: 50}, Chunk: 100})
 	st := mustRunOnce(t, w)
 	if st.Trimmed != 1050 {
 		t.Errorf("trimmed %d, want 1050", st.Trimmed)
@@ -258,7 +258,7 @@ func TestRunOnceStopsBetweenChunks(t *testing.T) {
 	clk := newClock(base)
 	l := mustOpen(t, clk)
 	ids := publishBatch(t, l, "s", 1000)
-	w := retention.New(l, retention.Options{Defaults: retention.Limits{MaxEvents: 1}, Chunk: 100})
+	w := retention.New(l, retention.Options{Defaults: store.Limits{MaxEvents: 1}, Chunk: 100})
 
 	st, err := w.RunOnce(&countdown{Context: context.Background(), left: 4})
 	if !errors.Is(err, context.Canceled) {
@@ -293,7 +293,7 @@ func TestClosedLog(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	w := retention.New(l, retention.Options{Defaults: retention.Limits{MaxEvents: 1}})
+	w := retention.New(l, retention.Options{Defaults: store.Limits{MaxEvents: 1}})
 	if _, err := w.RunOnce(context.Background()); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("RunOnce: %v, want ErrClosed", err)
 	}
@@ -303,7 +303,7 @@ func TestClosedLog(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
-	d := retention.Limits{MaxAge: retention.DefaultMaxAge, MaxBytes: 1 << 30}
+	d := store.Limits{MaxAge: retention.DefaultMaxAge, MaxBytes: 1 << 30}
 	w := retention.New(nil, retention.Options{Defaults: d})
 	if w.Defaults() != d {
 		t.Errorf("Defaults() = %+v, want %+v", w.Defaults(), d)

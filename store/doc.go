@@ -33,10 +33,13 @@
 //     writer after each commit, in commit (and therefore id) order, before
 //     any caller of that transaction is answered.
 //
-//   - Removal is a prefix, and is remembered. Trim removes a stream's oldest
-//     events in bounded transactions beside the writer; DeleteStream removes
-//     a whole stream through the writer, in order with appends, and runs the
-//     OnDelete hooks. Either way the stream's low-water mark (the newest id
+//   - Removal is a prefix, and is remembered. Trim removes the oldest
+//     events of a stream that a Cut selects, in bounded transactions
+//     beside the writer. The selection rule exists once: Cut.Selects
+//     applies it to a stream's counters, and a stream's Limits (the
+//     server's defaults with its Policy applied) give its Cut at a given
+//     time. DeleteStream removes a whole stream through the writer, in
+//     order with appends, and runs the OnDelete hooks. Either way the stream's low-water mark (the newest id
 //     removed) is persisted, and every read reports it (Scan's Bounds) from
 //     the same transaction as its events, so a reader can always tell
 //     "nothing after my position" from "what was after it is gone".

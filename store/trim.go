@@ -17,6 +17,26 @@ type Cut struct {
 	MaxBytes  uint64
 }
 
+// Selects reports whether c selects any event of the stream info
+// describes, from its counters alone: the same rule Trim applies, key by
+// key, in its own transaction. It lets a caller skip a write transaction
+// (and its fsync) for a stream within its limits. Counters read earlier
+// may be stale by the time Trim runs; Trim decides again, so staleness
+// only delays a trim.
+func (c Cut) Selects(info StreamInfo) bool {
+	return info.Count > 0 && c.selects(info.FirstID[:], info.Count, info.Bytes)
+}
+
+// selects is the one selection rule: the oldest remaining event, whose key
+// is first, goes while it is below Before or while the stream holds more
+// than MaxEvents events or MaxBytes of stored data (count and size are the
+// stream's totals before it goes).
+func (c Cut) selects(first []byte, count, size uint64) bool {
+	return bytes.Compare(first, c.Before[:]) < 0 ||
+		c.MaxEvents > 0 && count > c.MaxEvents ||
+		c.MaxBytes > 0 && size > c.MaxBytes
+}
+
 // Trimmed reports one Trim call.
 type Trimmed struct {
 	Events   int
@@ -49,10 +69,7 @@ func (l *Log) Trim(stream string, cut Cut, maxKeys int) (Trimmed, error) {
 		count, size := c.Count, c.Bytes
 		cur := b.Cursor()
 		for k, v := cur.First(); k != nil; k, v = cur.Next() {
-			over := bytes.Compare(k, cut.Before[:]) < 0 ||
-				cut.MaxEvents > 0 && count > cut.MaxEvents ||
-				cut.MaxBytes > 0 && size > cut.MaxBytes
-			if !over {
+			if !cut.selects(k, count, size) {
 				break
 			}
 			if res.Events == maxKeys {

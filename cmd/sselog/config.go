@@ -18,6 +18,7 @@ import (
 
 	"github.com/sselog/sselog/httpapi"
 	"github.com/sselog/sselog/retention"
+	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
 
@@ -131,8 +132,8 @@ type config struct {
 	logger   *slog.Logger
 	verifier *httpapi.Verifier // nil: anonymous access
 	origins  []string
-	tls      *tls.Config // nil: plain HTTP
-	limits   retention.Limits
+	tls      *tls.Config  // nil: plain HTTP
+	limits   store.Limits // the default retention, for the handler and the worker alike
 	// memoryLimitSet is true when --memory-limit was given, on the command
 	// line or as SSELOG_MEMORY_LIMIT: it then wins over GOMEMLIMIT.
 	memoryLimitSet bool
@@ -160,7 +161,7 @@ func loadConfig(args []string, lookup func(string) (string, bool), stderr io.Wri
 	if err := c.check(); err != nil {
 		return nil, err
 	}
-	c.limits = retention.Limits{MaxAge: c.retainAge, MaxEvents: c.retainEvents, MaxBytes: uint64(c.retainBytes)}
+	c.limits = store.Limits{MaxAge: c.retainAge, MaxEvents: c.retainEvents, MaxBytes: uint64(c.retainBytes)}
 	// Security settings are checked before anything touches the disk.
 	if c.verifier, err = loadVerifier(c.jwtSecretFile, c.jwtPublicKey); err != nil {
 		return nil, err

@@ -32,6 +32,7 @@ package ssewire
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -57,7 +58,9 @@ type Sink interface {
 	// moving is not.
 	Send(chunks [][]byte) error
 	// OnGone arranges for fn to be called once the client has gone or the
-	// wire is closing; the returned func cancels that.
+	// wire is closing; the returned func cancels that. fn may still run
+	// once, concurrently, after stop returns: it must be safe to call at
+	// any time (a non-blocking send on a buffered channel is).
 	OnGone(fn func()) (stop func())
 	// Gone reports whether the client has disconnected.
 	Gone() bool
@@ -80,6 +83,7 @@ type Wire struct {
 	closing atomic.Bool
 	mu      sync.Mutex
 	sinks   map[notifier]struct{}
+	killed  bool           // Wait ran out of time: a stream registered late is cut at once
 	streams sync.WaitGroup // taken-over streams still running
 }
 
@@ -157,7 +161,9 @@ func (wr *Wire) Start(w http.ResponseWriter, r *http.Request, first []byte, run 
 	wr.add(sink)
 	defer wr.remove(sink)
 	if err := sink.Send([][]byte{first}); err != nil {
-		return nil // the client went; run would return at once
+		// The client went before the stream began: run is not called,
+		// and the caller releases what it holds for the stream.
+		return err
 	}
 	run(sink)
 	return nil
@@ -168,10 +174,13 @@ func (wr *Wire) Start(w http.ResponseWriter, r *http.Request, first []byte, run 
 func (wr *Wire) add(n notifier) {
 	wr.mu.Lock()
 	wr.sinks[n] = struct{}{}
-	closing := wr.closing.Load()
+	closing, killed := wr.closing.Load(), wr.killed
 	wr.mu.Unlock()
 	if closing {
 		n.notifyClosing()
+	}
+	if killed {
+		n.kill()
 	}
 }
 
@@ -208,10 +217,16 @@ func (wr *Wire) Wait(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	wr.mu.Lock()
+	wr.killed = true
+	sinks := make([]notifier, 0, len(wr.sinks))
 	for n := range wr.sinks {
-		n.kill()
+		sinks = append(sinks, n)
 	}
 	wr.mu.Unlock()
+	// Outside the lock: closing a connection may take time of its own.
+	for _, n := range sinks {
+		n.kill()
+	}
 	<-done
 	return ctx.Err()
 }
@@ -374,7 +389,17 @@ func (s *connSink) Gone() bool {
 	return s.gone
 }
 
-func (s *connSink) kill() { s.closer.Close() }
+// kill closes the connection beneath a stalled stream, so that its write
+// fails at once. Under TLS that is the TCP connection: closing the TLS one
+// would first try to send an alert, and wait on the stalled client for it.
+// The stream's own end then closes the connection it was given.
+func (s *connSink) kill() {
+	if tc, ok := s.conn.(*tls.Conn); ok {
+		tc.NetConn().Close()
+		return
+	}
+	s.conn.Close()
+}
 
 func (s *connSink) Send(chunks [][]byte) error {
 	// writev the frames as they are, shared with every other subscriber,
