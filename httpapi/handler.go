@@ -64,8 +64,9 @@ type Options struct {
 	// later rather than giving up. Zero means no limit.
 	MaxSubscribers      int
 	MaxSubscribersPerIP int
-	// Auth checks bearer tokens and what they grant (see auth.go). Nil
-	// means no authentication: every request may do everything.
+	// Auth checks bearer tokens and what they grant (see token.go and
+	// auth.go). Nil means no authentication: every request may do
+	// everything.
 	Auth *Verifier
 	// CORSOrigins are the origins ("https://app.example.com") whose
 	// browsers may call the API, credentials included. Empty means none:
