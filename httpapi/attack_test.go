@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -22,6 +21,7 @@ import (
 	"time"
 
 	"github.com/sselog/sselog/httpapi"
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/stream"
 )
 
@@ -74,31 +74,8 @@ func newAttackServer(t *testing.T, opts httpapi.Options, h2 bool) (*httptest.Ser
 
 func newAttackServerHub(t *testing.T, opts httpapi.Options, hubOpts stream.Options, h2 bool) (*httptest.Server, *httpapi.Handler, *stream.Hub) {
 	t.Helper()
-	l := mustOpen(t, filepath.Join(t.TempDir(), "events.db"))
-	hub := stream.NewHub(l, hubOpts)
-	h := httpapi.NewHandler(l, hub, opts)
-	srv := httptest.NewUnstartedServer(h)
-	srv.Config.ReadHeaderTimeout = 10 * time.Second
-	if h2 {
-		srv.EnableHTTP2 = true
-		srv.StartTLS()
-	} else {
-		srv.Start()
-	}
-	t.Cleanup(srv.Close)
-	t.Cleanup(hub.Close)
-	return srv, h, hub
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	s, h := startServer(t, testkit.Open(t), opts, hubOpts, testkit.ServeOptions{HTTP2: h2})
+	return s.Server, h, s.hub
 }
 
 // TestStalledPublishBodies: connections that announce a 1 MiB body and send
@@ -131,7 +108,7 @@ func TestStalledPublishBodies(t *testing.T) {
 		}
 	}
 	// Every handler is reading its body.
-	waitUntil(t, "every stalled body to be held", func() bool { return h.BodyBytesHeld() >= int64(n)*16<<10 })
+	testkit.WaitFor(t, "every stalled body to be held", func() bool { return h.BodyBytesHeld() >= int64(n)*16<<10 })
 	held := h.BodyBytesHeld()
 	grown := int64(liveHeap()) - int64(before)
 	t.Logf("%d stalled 1 MiB bodies: the budget holds %d KiB, the live heap grew %.1f MiB (%d bytes a connection); RSS %d MiB", n, held>>10, float64(grown)/mib, grown/int64(n), rss()>>20)
@@ -145,7 +122,7 @@ func TestStalledPublishBodies(t *testing.T) {
 		c.Close()
 	}
 	conns = conns[:0]
-	waitUntil(t, "the budget to be given back", func() bool { return h.BodyBytesHeld() == 0 })
+	testkit.WaitFor(t, "the budget to be given back", func() bool { return h.BodyBytesHeld() == 0 })
 }
 
 // TestBodyMemoryCap: bodies that did arrive, but together more than the
@@ -193,7 +170,7 @@ func TestBodyMemoryCap(t *testing.T) {
 		}()
 	}
 	refused := 0
-	deadline := time.After(waitFor)
+	deadline := time.After(testkit.Wait)
 	for refused < n-budget/(512<<10) {
 		select {
 		case a := <-answers:
@@ -217,7 +194,7 @@ func TestBodyMemoryCap(t *testing.T) {
 		c.Close()
 	}
 	conns = nil
-	waitUntil(t, "the budget to be given back", func() bool { return h.BodyBytesHeld() == 0 })
+	testkit.WaitFor(t, "the budget to be given back", func() bool { return h.BodyBytesHeld() == 0 })
 
 	// The server is not worse for it.
 	resp, err := http.Post(srv.URL+"/v1/streams/s/events", "application/json", strings.NewReader(`{"data":1}`))
@@ -427,19 +404,19 @@ func TestBusyStreamTails(t *testing.T) {
 
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: streams}}
 	defer client.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Wait)
 	defer cancel()
 	var readers sync.WaitGroup
 	errs := make(chan error, streams)
 	for i := range streams {
-		c, err := dialSSE(ctx, client, fmt.Sprintf("%s/v1/streams/busy%d/events", srv.URL, i), "")
+		c, err := testkit.DialSSE(ctx, client, fmt.Sprintf("%s/v1/streams/busy%d/events", srv.URL, i), "")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
 		readers.Go(func() {
 			for range perStream {
-				if _, err := c.nextEvent(); err != nil {
+				if _, err := c.NextEvent(); err != nil {
 					errs <- err
 					return
 				}
@@ -508,7 +485,7 @@ func TestSlowReplayReaders(t *testing.T) {
 		}
 	}
 	// Every replay is under way once the budget is spent.
-	waitUntil(t, "the replays to spend the budget", func() bool { return hub.Usage().ReplayBytes >= budget })
+	testkit.WaitFor(t, "the replays to spend the budget", func() bool { return hub.Usage().ReplayBytes >= budget })
 	// The replays go on while the kernel's socket buffers fill, and what
 	// they allocate between a collection and the reading of the heap
 	// counts as live: the least of a few readings is the live heap.

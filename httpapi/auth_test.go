@@ -1,7 +1,6 @@
 package httpapi_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -28,6 +27,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/sselog/sselog/httpapi"
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
@@ -122,9 +122,9 @@ func withToken(source, path, tok string) (string, http.Header) {
 }
 
 // dialWith opens an SSE stream with extra request headers.
-func (s *testServer) dialWith(t *testing.T, path string, header http.Header) (*sseClient, int, []byte) {
+func (s *testServer) dialWith(t *testing.T, path string, header http.Header) (*testkit.SSEReader, int, []byte) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Wait)
 	t.Cleanup(cancel)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+path, nil)
 	if err != nil {
@@ -142,7 +142,7 @@ func (s *testServer) dialWith(t *testing.T, path string, header http.Header) (*s
 		resp.Body.Close()
 		return nil, resp.StatusCode, b
 	}
-	c := &sseClient{resp: resp, r: bufio.NewReader(resp.Body), cancel: cancel}
+	c := testkit.NewSSEReader(resp, cancel)
 	t.Cleanup(c.Close)
 	return c, resp.StatusCode, nil
 }
@@ -407,7 +407,7 @@ func TestAuthTokenSources(t *testing.T) {
 			}
 			all := s.readAll(t, "orders")
 			got := readEvents(t, c, len(all))
-			if err := diffEvents(got, all); err != nil {
+			if err := testkit.DiffEvents(got, all); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -514,7 +514,7 @@ func TestAuthSubscribeGrant(t *testing.T) {
 	publish("secret")
 	publish("orders")
 	got := readEvents(t, c, 2)
-	if err := diffEvents(got, s.readAll(t, "orders")); err != nil {
+	if err := testkit.DiffEvents(got, s.readAll(t, "orders")); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -752,14 +752,14 @@ func TestAuthStreamEndsWithToken(t *testing.T) {
 		t.Fatalf("subscribe: %d %s", status, body)
 	}
 	start := time.Now()
-	if b, err := c.next(); err != nil || b.Retry != "3000" {
+	if b, err := c.Next(); err != nil || b.Retry != "3000" {
 		t.Fatalf("first block %+v, %v; want the retry hint", b, err)
 	}
-	b, err := c.next()
+	b, err := c.Next()
 	if err != nil || b.Retry == "" || b.HasData {
 		t.Fatalf("at expiry: %+v, %v; want a last retry hint", b, err)
 	}
-	if b, err := c.next(); !errors.Is(err, io.ErrUnexpectedEOF) {
+	if b, err := c.Next(); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("after the last hint: %+v, %v; want the end of the stream", b, err)
 	}
 	if d := time.Since(start); d < 900*time.Millisecond {

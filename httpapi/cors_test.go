@@ -136,11 +136,11 @@ func TestCORSStream(t *testing.T) {
 		if c == nil {
 			t.Fatalf("subscribe from %s: %d: %s", origin, status, b)
 		}
-		got := c.resp.Header
+		got := c.Response().Header
 		if got.Get("Access-Control-Allow-Origin") != want || (want != "") != (got.Get("Access-Control-Allow-Credentials") == "true") {
 			t.Errorf("stream from %s: CORS headers %v", origin, got)
 		}
-		if blk, err := c.next(); err != nil || blk.Retry == "" {
+		if blk, err := c.Next(); err != nil || blk.Retry == "" {
 			t.Fatalf("first block %+v, %v", blk, err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sselog/sselog/httpapi"
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
@@ -76,7 +77,7 @@ type e2eSubscriber struct {
 	// For a live subscriber: the newest id acknowledged before it first
 	// connected, and the newest id committed once its stream had begun.
 	acked, bound store.ID
-	got          []sseEvent
+	got          []testkit.SSEEvent
 	connects     int
 }
 
@@ -244,7 +245,7 @@ func (sub *e2eSubscriber) run(ctx context.Context, run *e2eRun, rng *rand.Rand) 
 	}
 	_, sub.acked, _ = run.p.get()
 	for {
-		c, err := dialSSE(ctx, run.s.client, url, last)
+		c, err := testkit.DialSSE(ctx, run.s.client, url, last)
 		if err != nil {
 			if sub.connects == 0 {
 				run.firstConnect <- struct{}{}
@@ -253,7 +254,7 @@ func (sub *e2eSubscriber) run(ctx context.Context, run *e2eRun, rng *rand.Rand) 
 		}
 		// Every stream opens with the retry hint, sent after the
 		// subscription exists.
-		b, err := c.next()
+		b, err := c.Next()
 		if err != nil || b.Retry == "" {
 			c.Close()
 			if sub.connects == 0 {
@@ -267,7 +268,7 @@ func (sub *e2eSubscriber) run(ctx context.Context, run *e2eRun, rng *rand.Rand) 
 		}
 		sub.connects++
 		for n := 1 + rng.IntN(200); n > 0; n-- {
-			e, err := c.nextEvent()
+			e, err := c.NextEvent()
 			if err != nil {
 				c.Close()
 				return err
@@ -318,5 +319,5 @@ func (sub *e2eSubscriber) check(all []store.Event) error {
 			start++
 		}
 	}
-	return diffEvents(sub.got, all[start:])
+	return testkit.DiffEvents(sub.got, all[start:])
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sselog/sselog/httpapi"
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
@@ -49,15 +50,15 @@ func newFuzzFixture(f *testing.F) *fuzzFixture {
 }
 
 // after is the stream's events after id, as an SSE client sees them.
-func (fx *fuzzFixture) after(id store.ID) []sseEvent {
-	var out []sseEvent
+func (fx *fuzzFixture) after(id store.ID) []testkit.SSEEvent {
+	var out []testkit.SSEEvent
 	for _, e := range fx.events {
 		if e.ID.Compare(id) > 0 {
 			typ := e.Type
 			if typ == "" {
 				typ = "message"
 			}
-			out = append(out, sseEvent{ID: e.ID.String(), Type: typ, Data: string(e.Data)})
+			out = append(out, testkit.SSEEvent{ID: e.ID.String(), Type: typ, Data: string(e.Data)})
 		}
 	}
 	return out
@@ -77,7 +78,7 @@ func (fx *fuzzFixture) exchange(t *testing.T, req string) (*http.Response, net.C
 	if err := c.(*net.TCPConn).SetLinger(0); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SetDeadline(time.Now().Add(waitFor)); err != nil {
+	if err := c.SetDeadline(time.Now().Add(testkit.Wait)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := io.WriteString(c, req); err != nil {
@@ -172,11 +173,11 @@ func FuzzSubscribeResume(f *testing.F) {
 		defer c.Close()
 		defer resp.Body.Close()
 		sse := resp.StatusCode == http.StatusOK && resp.Header.Get("Content-Type") == "text/event-stream"
-		var cl *sseClient
+		var cl *testkit.SSEReader
 		var body []byte
 		if sse {
-			cl = &sseClient{resp: resp, r: bufio.NewReader(resp.Body), cancel: func() {}}
-			if b, err := cl.next(); err != nil || b.Retry == "" {
+			cl = testkit.NewSSEReader(resp, nil)
+			if b, err := cl.Next(); err != nil || b.Retry == "" {
 				t.Fatalf("stream starts with %+v, %v; want the retry hint", b, err)
 			}
 		} else {
@@ -210,15 +211,15 @@ func FuzzSubscribeResume(f *testing.F) {
 		case resume == "":
 			// Live only: nothing to read without waiting.
 		case id.Compare(fx.newest) > 0:
-			e, err := cl.nextEvent()
-			want := sseEvent{ID: fx.newest.String(), Type: store.ResetType, Data: `{"reason":"unknown"}`}
+			e, err := cl.NextEvent()
+			want := testkit.SSEEvent{ID: fx.newest.String(), Type: store.ResetType, Data: `{"reason":"unknown"}`}
 			if err != nil || e != want {
 				t.Fatalf("resume after %s, past the newest id: got %+v, %v; want %+v", id, e, err, want)
 			}
 		default:
 			want := fx.after(id)
 			for i, w := range want {
-				e, err := cl.nextEvent()
+				e, err := cl.NextEvent()
 				if err != nil || e != w {
 					t.Fatalf("resume after %s: event %d is %+v, %v; want %+v", id, i, e, err, w)
 				}
@@ -301,7 +302,7 @@ func FuzzHistoryQuery(f *testing.F) {
 			t.Fatalf("query %q: %d events (gap %v), want %d", query, len(page.Events), page.Gap, len(want))
 		}
 		for i, e := range page.Events {
-			got := sseEvent{ID: e.ID.String(), Type: e.Type, Data: string(e.Data)}
+			got := testkit.SSEEvent{ID: e.ID.String(), Type: e.Type, Data: string(e.Data)}
 			if got != want[i] || e.Time != e.ID.Time().UTC().Format(time.RFC3339Nano) {
 				t.Fatalf("query %q: event %d is %+v at %s, want %+v", query, i, got, e.Time, want[i])
 			}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sselog/sselog/httpapi"
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
@@ -30,30 +30,18 @@ var zeroID = strings.Repeat("0", 26)
 // and at cleanup if the test did not call it.
 func newServerAt(tb testing.TB, path string, opts httpapi.Options, hubOpts stream.Options) (s *testServer, stop func()) {
 	tb.Helper()
-	l, err := store.Open(path, store.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	hub := stream.NewHub(l, hubOpts)
-	srv := httptest.NewServer(httpapi.NewHandler(l, hub, opts))
-	tr := &http.Transport{MaxIdleConnsPerHost: 64}
-	client := &http.Client{
-		Transport:     tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			hub.Close()
-			srv.Close()
-			tr.CloseIdleConnections()
-			if err := l.Close(); err != nil {
-				tb.Error(err)
-			}
-		})
-	}
+	l := testkit.OpenAt(tb, path, store.Options{})
+	s, _ = startServer(tb, l, opts, hubOpts, testkit.ServeOptions{})
+	stop = sync.OnceFunc(func() {
+		s.hub.Close()
+		s.Close()
+		s.client.CloseIdleConnections()
+		if err := l.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
 	tb.Cleanup(stop)
-	return &testServer{Server: srv, log: l, hub: hub, client: client}, stop
+	return s, stop
 }
 
 // trim cuts stream in transactions of at most chunk keys, as the retention
@@ -99,9 +87,9 @@ func trimmedReset(oldest store.ID) map[string]string {
 // readReset reads the next event of c and checks that it is a reset with
 // exactly the given data fields, whose id is minID (with exact) or at least
 // minID. It returns the reset's id.
-func readReset(t *testing.T, c *sseClient, minID store.ID, exact bool, data map[string]string) store.ID {
+func readReset(t *testing.T, c *testkit.SSEReader, minID store.ID, exact bool, data map[string]string) store.ID {
 	t.Helper()
-	e, err := c.nextEvent()
+	e, err := c.NextEvent()
 	if err != nil {
 		t.Fatalf("want a reset %v: %v", data, err)
 	}
@@ -121,7 +109,7 @@ func readReset(t *testing.T, c *sseClient, minID store.ID, exact bool, data map[
 
 // expectFrom reads from c every event of name after the id after, then
 // publishes a marker and checks that it comes next: nothing else was sent.
-func expectFrom(t *testing.T, s *testServer, c *sseClient, name string, after store.ID) {
+func expectFrom(t *testing.T, s *testServer, c *testkit.SSEReader, name string, after store.ID) {
 	t.Helper()
 	want, err := s.log.ReadAfter(name, after, 0)
 	if err != nil {
@@ -131,7 +119,7 @@ func expectFrom(t *testing.T, s *testServer, c *sseClient, name string, after st
 	marker := s.mustPublish(t, name, `{"type":"marker","data":"marker"}`)
 	got = append(got, readEvents(t, c, 1)...)
 	want = append(want, store.Event{ID: marker[0], Type: "marker", Data: []byte(`"marker"`)})
-	if err := diffEvents(got, want); err != nil {
+	if err := testkit.DiffEvents(got, want); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -163,9 +151,9 @@ func nextID(id store.ID) store.ID {
 }
 
 // expectEnd checks that the server ends c's stream with nothing more.
-func expectEnd(t *testing.T, c *sseClient) {
+func expectEnd(t *testing.T, c *testkit.SSEReader) {
 	t.Helper()
-	if b, err := c.next(); !errors.Is(err, io.ErrUnexpectedEOF) {
+	if b, err := c.Next(); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("got %+v, %v; want the end of the stream", b, err)
 	}
 }
@@ -202,7 +190,7 @@ func TestTrimmedReset(t *testing.T) {
 			s := newServer(t, httpapi.Options{}, setup.hub)
 			if setup.follow {
 				live := s.dial(t, "/v1/streams/s/events", "")
-				if _, err := live.next(); err != nil {
+				if _, err := live.Next(); err != nil {
 					t.Fatal(err)
 				}
 				waitFollowing(t, s, 1)
@@ -283,7 +271,7 @@ func TestTrimmedEverything(t *testing.T) {
 	if low != ids[2] {
 		t.Fatalf("low-water mark %s, want the last id %s", low, ids[2])
 	}
-	clients := []*sseClient{
+	clients := []*testkit.SSEReader{
 		s.dial(t, "/v1/streams/s/events", ids[0].String()),
 		s.dial(t, "/v1/streams/s/events?last_event_id="+zeroID, ""),
 	}
@@ -293,7 +281,7 @@ func TestTrimmedEverything(t *testing.T) {
 	fresh := s.mustPublish(t, "s", `{"data":"fresh"}`)
 	want := []store.Event{{ID: fresh[0], Data: []byte(`"fresh"`)}}
 	for _, c := range clients {
-		if err := diffEvents(readEvents(t, c, 1), want); err != nil {
+		if err := testkit.DiffEvents(readEvents(t, c, 1), want); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -419,7 +407,7 @@ func TestLiveSubscriberNotReset(t *testing.T) {
 				for _, sub := range []struct{ name, query string }{{"live", ""}, {"replayed", "?last_event_id=" + zeroID}} {
 					name := sub.name
 					c := s.dial(t, "/v1/streams/"+name+"/events"+sub.query, "")
-					if _, err := c.next(); err != nil {
+					if _, err := c.Next(); err != nil {
 						t.Fatal(err)
 					}
 					waitFollowing(t, s, 1)

@@ -10,8 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -22,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sselog/sselog/httpapi"
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
@@ -62,28 +61,18 @@ func newHostileServer(t *testing.T, opts httpapi.Options, readHeaderTimeout time
 	t.Helper()
 	hs := &hostileServer{logs: &logSink{}, states: map[net.Conn]http.ConnState{}}
 	opts.Logger = slog.New(slog.NewTextHandler(hs.logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	l := mustOpen(t, filepath.Join(t.TempDir(), "events.db"))
-	hub := stream.NewHub(l, stream.Options{})
-	srv := httptest.NewUnstartedServer(httpapi.NewHandler(l, hub, opts))
-	srv.Config.ReadHeaderTimeout = readHeaderTimeout
-	srv.Config.ErrorLog = log.New(hs.logs, "http: ", 0)
-	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
-		hs.mu.Lock()
-		defer hs.mu.Unlock()
-		if s == http.StateNew {
-			hs.opened++
+	s, _ := startServer(t, testkit.Open(t), opts, stream.Options{}, testkit.ServeOptions{Config: func(c *http.Server) {
+		c.ReadHeaderTimeout = readHeaderTimeout
+		c.ErrorLog = log.New(hs.logs, "http: ", 0)
+		c.ConnState = func(c net.Conn, s http.ConnState) {
+			hs.mu.Lock()
+			defer hs.mu.Unlock()
+			if s == http.StateNew {
+				hs.opened++
+			}
+			hs.states[c] = s
 		}
-		hs.states[c] = s
-	}
-	srv.Start()
-	tr := &http.Transport{MaxIdleConnsPerHost: 64}
-	client := &http.Client{
-		Transport:     tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	t.Cleanup(srv.Close)
-	t.Cleanup(tr.CloseIdleConnections)
-	t.Cleanup(hub.Close)
+	}})
 	t.Cleanup(func() {
 		// Whatever the test did, nothing may have panicked or failed
 		// inside the server.
@@ -91,7 +80,7 @@ func newHostileServer(t *testing.T, opts httpapi.Options, readHeaderTimeout time
 			t.Errorf("server log:\n%s", logs)
 		}
 	})
-	hs.testServer = &testServer{Server: srv, log: l, hub: hub, client: client}
+	hs.testServer = s
 	return hs
 }
 
@@ -130,7 +119,7 @@ func rawExchange(t *testing.T, addr string, req []byte, head int, trickle time.D
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := c.SetDeadline(time.Now().Add(waitFor)); err != nil {
+	if err := c.SetDeadline(time.Now().Add(testkit.Wait)); err != nil {
 		t.Fatal(err)
 	}
 	stop := make(chan struct{})
@@ -173,8 +162,8 @@ func rawExchange(t *testing.T, addr string, req []byte, head int, trickle time.D
 	defer resp.Body.Close()
 	a.status, a.header = resp.StatusCode, resp.Header
 	if resp.StatusCode == http.StatusOK && strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
-		cl := &sseClient{resp: resp, r: bufio.NewReader(resp.Body), cancel: func() {}}
-		b, err := cl.next()
+		cl := testkit.NewSSEReader(resp, nil)
+		b, err := cl.Next()
 		if err != nil || b.Retry == "" {
 			t.Fatalf("event stream starts with %+v, %v; want the retry hint", b, err)
 		}
@@ -555,17 +544,10 @@ func TestHostileManyConnections(t *testing.T) {
 		}
 	}
 	// The server has accepted them all.
-	deadline := time.Now().Add(waitFor)
-	for {
-		if _, opened := hs.open(); opened >= 2*idle {
-			break
-		}
-		if time.Now().After(deadline) {
-			_, opened := hs.open()
-			t.Fatalf("server accepted %d connections, want %d", opened, 2*idle)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testkit.WaitFor(t, fmt.Sprintf("the server to accept %d connections", 2*idle), func() bool {
+		_, opened := hs.open()
+		return opened >= 2*idle
+	})
 
 	start := time.Now()
 	ids := hs.mustPublish(t, "s", `{"data":"still here"}`)
@@ -581,15 +563,8 @@ func TestHostileManyConnections(t *testing.T) {
 	}
 	conns = nil
 	hs.client.Transport.(*http.Transport).CloseIdleConnections()
-	deadline = time.Now().Add(waitFor)
-	for {
+	testkit.WaitFor(t, "the server to close every connection after its client left", func() bool {
 		open, _ := hs.open()
-		if open == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connections still open on the server %v after their clients left", open, waitFor)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return open == 0
+	})
 }

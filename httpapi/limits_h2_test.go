@@ -4,13 +4,12 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/http/httptrace"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/sselog/sselog/httpapi"
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/stream"
 )
 
@@ -18,15 +17,8 @@ import (
 // refused without retiring the connection, which carries the client's
 // other streams ("Connection: close" would make the server send GOAWAY).
 func TestOverLimitKeepsH2Connection(t *testing.T) {
-	l := mustOpen(t, filepath.Join(t.TempDir(), "log.db"))
-	hub := stream.NewHub(l, stream.Options{})
-	t.Cleanup(hub.Close)
-	h := httpapi.NewHandler(l, hub, httpapi.Options{MaxSubscribers: 1, Heartbeat: time.Hour})
-	srv := httptest.NewUnstartedServer(h)
-	srv.EnableHTTP2 = true
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	client := srv.Client()
+	s, _ := startServer(t, testkit.Open(t), httpapi.Options{MaxSubscribers: 1, Heartbeat: time.Hour}, stream.Options{}, testkit.ServeOptions{HTTP2: true})
+	srv, client := s.Server, s.client
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

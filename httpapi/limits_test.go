@@ -6,13 +6,13 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/sselog/sselog/httpapi"
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
@@ -29,16 +29,16 @@ func clientFrom(t *testing.T, ip string) *http.Client {
 
 // admitted opens an SSE stream and reports whether the server took it: a
 // stream over a limit is 200 with only a jittered retry hint, then the end.
-func admitted(t *testing.T, s *testServer, client *http.Client) (*sseClient, bool) {
+func admitted(t *testing.T, s *testServer, client *http.Client) (*testkit.SSEReader, bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Wait)
 	t.Cleanup(cancel)
-	c, err := dialSSE(ctx, client, s.URL+"/v1/streams/s/events", "")
+	c, err := testkit.DialSSE(ctx, client, s.URL+"/v1/streams/s/events", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	first, err := c.next()
+	first, err := c.Next()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func admitted(t *testing.T, s *testServer, client *http.Client) (*sseClient, boo
 	if ms < 3000 || ms > 6000 || first.HasID || first.HasData {
 		t.Fatalf("refused stream began %+v, want only a retry hint of 3000-6000 ms", first)
 	}
-	if b, err := c.next(); !errors.Is(err, io.ErrUnexpectedEOF) {
+	if b, err := c.Next(); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("refused stream went on: %+v, %v", b, err)
 	}
 	return nil, false
@@ -57,7 +57,7 @@ func admitted(t *testing.T, s *testServer, client *http.Client) (*sseClient, boo
 
 func TestMaxSubscribers(t *testing.T) {
 	s := newServer(t, httpapi.Options{MaxSubscribers: 3, Heartbeat: time.Hour}, stream.Options{})
-	var open []*sseClient
+	var open []*testkit.SSEReader
 	for range 3 {
 		c, ok := admitted(t, s, s.client)
 		if !ok {
@@ -72,15 +72,10 @@ func TestMaxSubscribers(t *testing.T) {
 	}
 	// One leaves: its slot comes back once the server has noticed.
 	open[0].Close()
-	deadline := time.Now().Add(waitFor)
-	for {
-		if _, ok := admitted(t, s, s.client); ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the slot of a departed subscriber never came back")
-		}
-	}
+	testkit.WaitFor(t, "the slot of a departed subscriber to come back", func() bool {
+		_, ok := admitted(t, s, s.client)
+		return ok
+	})
 	// The admitted ones are streaming.
 	ids := s.mustPublish(t, "s", `{"data":1}`)
 	for _, c := range open[1:] {
@@ -112,14 +107,8 @@ func TestMaxSubscribersPerIP(t *testing.T) {
 // TestMaxStreamsHTTP: publishing to a new stream beyond the limit is 429
 // and stores nothing; existing streams take events as before.
 func TestMaxStreamsHTTP(t *testing.T) {
-	l, err := store.Open(filepath.Join(t.TempDir(), "events.db"), store.Options{MaxStreams: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hub := stream.NewHub(l, stream.Options{})
-	srv := httptest.NewServer(httpapi.NewHandler(l, hub, httpapi.Options{}))
-	t.Cleanup(func() { hub.Close(); srv.Close(); l.Close() })
-	s := &testServer{Server: srv, log: l, hub: hub, client: srv.Client()}
+	l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "events.db"), store.Options{MaxStreams: 2})
+	s, _ := startServer(t, l, httpapi.Options{}, stream.Options{}, testkit.ServeOptions{})
 	s.mustPublish(t, "a", `{"data":1}`)
 	s.mustPublish(t, "b", `{"data":1}`)
 	last := l.LastID()

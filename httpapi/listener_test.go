@@ -9,12 +9,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sselog/sselog/httpapi"
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/stream"
 )
 
@@ -26,7 +26,7 @@ func serveListener(t *testing.T, opts httpapi.ListenerOptions) string {
 
 func serveListenerWith(t *testing.T, opts httpapi.ListenerOptions, hopts httpapi.Options) string {
 	t.Helper()
-	l := mustOpen(t, filepath.Join(t.TempDir(), "events.db"))
+	l := testkit.Open(t)
 	hub := stream.NewHub(l, stream.Options{})
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -64,7 +64,7 @@ func TestAmbiguousLengthRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			c.SetDeadline(time.Now().Add(waitFor))
+			c.SetDeadline(time.Now().Add(testkit.Wait))
 			// A second request behind it: it must never be answered.
 			if _, err := io.WriteString(c, tc.req+"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 				t.Fatal(err)
@@ -91,7 +91,7 @@ func TestAmbiguousLengthRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(waitFor))
+	c.SetDeadline(time.Now().Add(testkit.Wait))
 	io.WriteString(c, "POST /v1/streams/s/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\na\r\n{\"data\":1}\r\n0\r\n\r\n"+
 		"POST /v1/streams/s/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{\"data\":2}"+
 		"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -133,7 +133,7 @@ func TestMaxConnections(t *testing.T) {
 		conns = append(conns, c)
 	}
 	for _, c := range conns[:2] {
-		c.SetDeadline(time.Now().Add(waitFor))
+		c.SetDeadline(time.Now().Add(testkit.Wait))
 		if err := get(c); err != nil {
 			t.Fatal(err)
 		}
@@ -151,7 +151,7 @@ func TestMaxConnections(t *testing.T) {
 	}
 	// Once one closes, it is served.
 	conns[0].Close()
-	third.SetDeadline(time.Now().Add(waitFor))
+	third.SetDeadline(time.Now().Add(testkit.Wait))
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatalf("the third connection after one closed: %v", err)
@@ -183,7 +183,7 @@ func TestUnreadBodyFreesConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(waitFor))
+	c.SetDeadline(time.Now().Add(testkit.Wait))
 	if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -204,30 +204,18 @@ func TestUnreadBodyFreesConnection(t *testing.T) {
 func TestShutdownEndsStreams(t *testing.T) {
 	for _, h2 := range []bool{false, true} {
 		t.Run(map[bool]string{false: "HTTP/1.1", true: "HTTP/2"}[h2], func(t *testing.T) {
-			l := mustOpen(t, filepath.Join(t.TempDir(), "events.db"))
-			hub := stream.NewHub(l, stream.Options{})
-			t.Cleanup(hub.Close)
-			h := httpapi.NewHandler(l, hub, httpapi.Options{Heartbeat: time.Hour})
-			srv := httptest.NewUnstartedServer(h)
-			srv.Config.RegisterOnShutdown(h.Close)
-			if h2 {
-				srv.EnableHTTP2 = true
-				srv.StartTLS()
-			} else {
-				srv.Start()
-			}
-			t.Cleanup(srv.Close)
-			client := srv.Client()
-			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+			s, h := startServer(t, testkit.Open(t), httpapi.Options{Heartbeat: time.Hour}, stream.Options{}, testkit.ServeOptions{HTTP2: h2})
+			srv, client := s.Server, s.client
+			ctx, cancel := context.WithTimeout(context.Background(), testkit.Wait)
 			defer cancel()
-			var clients []*sseClient
+			var clients []*testkit.SSEReader
 			for range 3 {
-				c, err := dialSSE(ctx, client, srv.URL+"/v1/streams/s/events", "")
+				c, err := testkit.DialSSE(ctx, client, srv.URL+"/v1/streams/s/events", "")
 				if err != nil {
 					t.Fatal(err)
 				}
 				defer c.Close()
-				if b, err := c.next(); err != nil || b.Retry == "" {
+				if b, err := c.Next(); err != nil || b.Retry == "" {
 					t.Fatalf("first block %+v, %v; want the retry hint", b, err)
 				}
 				clients = append(clients, c)
@@ -235,11 +223,11 @@ func TestShutdownEndsStreams(t *testing.T) {
 			done := make(chan error, 1)
 			go func() { done <- srv.Config.Shutdown(ctx) }()
 			for i, c := range clients {
-				b, err := c.next()
+				b, err := c.Next()
 				if err != nil || b.Retry == "" {
 					t.Fatalf("stream %d at shutdown: %+v, %v; want a last retry hint", i, b, err)
 				}
-				if _, err := c.next(); !errors.Is(err, io.ErrUnexpectedEOF) {
+				if _, err := c.Next(); !errors.Is(err, io.ErrUnexpectedEOF) {
 					t.Fatalf("stream %d after its last hint: %v, want its end", i, err)
 				}
 			}
@@ -257,7 +245,7 @@ func TestShutdownEndsStreams(t *testing.T) {
 // first bytes are flushed (an HTTP/2 client that resets at once) gives its
 // subscription and its --max-subscribers slot back.
 func TestGoneBeforeFirstFlush(t *testing.T) {
-	l := mustOpen(t, filepath.Join(t.TempDir(), "events.db"))
+	l := testkit.Open(t)
 	hub := stream.NewHub(l, stream.Options{})
 	t.Cleanup(hub.Close)
 	h := httpapi.NewHandler(l, hub, httpapi.Options{MaxSubscribers: 1})

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sselog/sselog/httpapi"
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
@@ -141,10 +142,10 @@ func TestDeleteStream(t *testing.T) {
 	live := s.dial(t, "/v1/streams/d/events", "")
 	replayed := s.dial(t, "/v1/streams/d/events", zeroID)
 	bystander := s.dial(t, "/v1/streams/other/events", s.log.LastID().String())
-	if _, err := live.next(); err != nil {
+	if _, err := live.Next(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bystander.next(); err != nil {
+	if _, err := bystander.Next(); err != nil {
 		t.Fatal(err)
 	}
 	readEvents(t, replayed, len(old))
@@ -160,7 +161,7 @@ func TestDeleteStream(t *testing.T) {
 	}
 	deleted := map[string]string{"reason": "deleted"}
 	var resetID store.ID
-	for _, c := range []*sseClient{live, replayed} {
+	for _, c := range []*testkit.SSEReader{live, replayed} {
 		resetID = readReset(t, c, old[4], false, deleted)
 		expectEnd(t, c)
 	}
@@ -203,12 +204,12 @@ func TestDeleteStream(t *testing.T) {
 
 	// Clients that resume from the reset wait for the stream to come back,
 	// and then get exactly its new events.
-	waiters := []*sseClient{
+	waiters := []*testkit.SSEReader{
 		s.dial(t, "/v1/streams/d/events", resetID.String()),
 		s.dial(t, "/v1/streams/d/events", old[4].String()),
 	}
 	for _, c := range waiters {
-		if _, err := c.next(); err != nil {
+		if _, err := c.Next(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -220,12 +221,12 @@ func TestDeleteStream(t *testing.T) {
 	}
 	want := []store.Event{{ID: fresh[0], Data: []byte(`"new1"`)}, {ID: fresh[1], Type: "t", Data: []byte(`"new2"`)}}
 	for _, c := range waiters {
-		if err := diffEvents(readEvents(t, c, 2), want); err != nil {
+		if err := testkit.DiffEvents(readEvents(t, c, 2), want); err != nil {
 			t.Fatal(err)
 		}
 	}
 	reconnected := s.dial(t, "/v1/streams/d/events", resetID.String())
-	if err := diffEvents(readEvents(t, reconnected, 2), want); err != nil {
+	if err := testkit.DiffEvents(readEvents(t, reconnected, 2), want); err != nil {
 		t.Fatal(err)
 	}
 
@@ -451,7 +452,7 @@ func TestStreamOpsRefused(t *testing.T) {
 // getBackup downloads a backup into a file and checks the response.
 func getBackup(t *testing.T, s *testServer) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Wait)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/v1/backup", nil)
 	if err != nil {
@@ -563,7 +564,7 @@ func TestBackupUnderLoad(t *testing.T) {
 		wg.Wait()
 	})
 	defer halt()
-	timeout := time.After(waitFor)
+	timeout := time.After(testkit.Wait)
 	for range publishers {
 		select {
 		case <-started:
@@ -587,7 +588,7 @@ func TestBackupUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	default:
 	}
-	backup := mustOpen(t, path)
+	backup := testkit.OpenAt(t, path, store.Options{})
 	inBackup, extra := 0, 0
 	for p := range publishers {
 		name := fmt.Sprintf("load-%d", p)

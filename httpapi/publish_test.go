@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sselog/sselog/httpapi"
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
@@ -212,7 +213,7 @@ func TestTypeInjection(t *testing.T) {
 		data, _ := json.Marshal(typ)
 		want = append(want, store.Event{ID: ids[0], Type: typ, Data: data})
 	}
-	if err := diffEvents(readEvents(t, c, len(want)), want); err != nil {
+	if err := testkit.DiffEvents(readEvents(t, c, len(want)), want); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -304,7 +305,7 @@ func TestPublishBrokenBody(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			if err := c.SetDeadline(time.Now().Add(waitFor)); err != nil {
+			if err := c.SetDeadline(time.Now().Add(testkit.Wait)); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := c.Write([]byte(tc.raw)); err != nil {

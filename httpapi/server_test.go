@@ -7,19 +7,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/sselog/sselog/httpapi"
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
-
-// waitFor bounds every wait in these tests; it is generous because the race
-// detector on a small machine is slow, and a passing test never waits it out.
-const waitFor = 20 * time.Second
 
 type testServer struct {
 	*httptest.Server
@@ -28,57 +23,54 @@ type testServer struct {
 	client *http.Client
 }
 
-func mustOpen(tb testing.TB, path string) *store.Log {
+// startServer serves the API over l on a real listener, with the
+// handler's Close registered to run on Shutdown as cmd/sselog does. When
+// the test ends the hub is closed (ending every SSE handler), then the
+// server.
+func startServer(tb testing.TB, l *store.Log, opts httpapi.Options, hubOpts stream.Options, serve testkit.ServeOptions) (*testServer, *httpapi.Handler) {
 	tb.Helper()
-	l, err := store.Open(path, store.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		if err := l.Close(); err != nil {
-			tb.Error(err)
-		}
-	})
-	return l
-}
-
-// newServer serves the API over a fresh log on a real listener, and tears
-// it down as cmd/sselog does: Shutdown, with the handler's Close
-// registered to end the SSE streams, then Drain, then the hub and the log.
-func newServer(tb testing.TB, opts httpapi.Options, hubOpts stream.Options) *testServer {
-	tb.Helper()
-	l := mustOpen(tb, filepath.Join(tb.TempDir(), "events.db"))
 	hub := stream.NewHub(l, hubOpts)
 	h := httpapi.NewHandler(l, hub, opts)
-	srv := httptest.NewUnstartedServer(h)
-	srv.Config.RegisterOnShutdown(h.Close)
-	srv.Start()
-	tr := &http.Transport{MaxIdleConnsPerHost: 64}
-	client := &http.Client{
-		Transport: tr,
-		// Redirects are part of what is tested, so none is followed.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	config := serve.Config
+	serve.Config = func(c *http.Server) {
+		c.RegisterOnShutdown(h.Close)
+		if config != nil {
+			config(c)
+		}
 	}
+	srv := testkit.Serve(tb, h, serve)
+	tb.Cleanup(hub.Close)
+	client := testkit.Client(tb)
+	if serve.HTTP2 {
+		client = srv.Client()
+	}
+	return &testServer{Server: srv, log: l, hub: hub, client: client}, h
+}
+
+// newServer serves the API over a fresh log, and tears it down as
+// cmd/sselog does: Shutdown, which runs the handler's Close to end the SSE
+// streams, then Drain, then the hub and the log.
+func newServer(tb testing.TB, opts httpapi.Options, hubOpts stream.Options) *testServer {
+	tb.Helper()
+	s, h := startServer(tb, testkit.Open(tb), opts, hubOpts, testkit.ServeOptions{})
 	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		ctx, cancel := context.WithTimeout(context.Background(), testkit.Wait)
 		defer cancel()
-		tr.CloseIdleConnections()
-		if err := srv.Config.Shutdown(ctx); err != nil {
+		s.client.CloseIdleConnections()
+		if err := s.Config.Shutdown(ctx); err != nil {
 			tb.Errorf("shutdown: %v", err)
 		}
 		if err := h.Drain(ctx); err != nil {
 			tb.Errorf("drain: %v", err)
 		}
-		hub.Close()
-		srv.Close()
 	})
-	return &testServer{Server: srv, log: l, hub: hub, client: client}
+	return s
 }
 
 // do sends one request and returns the status, the Content-Type and the
 // body. Its errors are returned so that publishers in goroutines can use it.
 func (s *testServer) do(method, path, contentType, body string, header http.Header) (int, string, []byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Wait)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, s.URL+path, strings.NewReader(body))
 	if err != nil {
@@ -146,11 +138,11 @@ func (s *testServer) getJSON(t *testing.T, path string, v any) {
 }
 
 // dial opens an SSE stream on path with a deadline for the whole test.
-func (s *testServer) dial(t *testing.T, path, lastEventID string) *sseClient {
+func (s *testServer) dial(t *testing.T, path, lastEventID string) *testkit.SSEReader {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Wait)
 	t.Cleanup(cancel)
-	c, err := dialSSE(ctx, s.client, s.URL+path, lastEventID)
+	c, err := testkit.DialSSE(ctx, s.client, s.URL+path, lastEventID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,29 +165,12 @@ func (s *testServer) readAll(t *testing.T, stream string) []store.Event {
 	return events
 }
 
-// diffEvents compares what a client received with the log's events.
-func diffEvents(got []sseEvent, want []store.Event) error {
-	for i := 0; i < len(got) && i < len(want); i++ {
-		w := sseEvent{ID: want[i].ID.String(), Type: want[i].Type, Data: string(want[i].Data)}
-		if w.Type == "" {
-			w.Type = "message"
-		}
-		if got[i] != w {
-			return fmt.Errorf("event %d: got %+v, want %+v", i, got[i], w)
-		}
-	}
-	if len(got) != len(want) {
-		return fmt.Errorf("got %d events, want %d", len(got), len(want))
-	}
-	return nil
-}
-
 // readEvents reads n events from c.
-func readEvents(t *testing.T, c *sseClient, n int) []sseEvent {
+func readEvents(t *testing.T, c *testkit.SSEReader, n int) []testkit.SSEEvent {
 	t.Helper()
-	var got []sseEvent
+	var got []testkit.SSEEvent
 	for range n {
-		e, err := c.nextEvent()
+		e, err := c.NextEvent()
 		if err != nil {
 			t.Fatalf("after %d of %d events: %v", len(got), n, err)
 		}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sselog/sselog/httpapi"
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
@@ -135,7 +136,7 @@ func TestSoak(t *testing.T) {
 
 	type subscriber struct {
 		stream   string
-		got      []sseEvent
+		got      []testkit.SSEEvent
 		connects int
 		err      error
 	}
@@ -159,19 +160,19 @@ func TestSoak(t *testing.T) {
 				if rng.IntN(4) == 0 {
 					url, header = base+"?last_event_id="+id, ""
 				}
-				c, err := dialSSE(ctx, client, url, header)
+				c, err := testkit.DialSSE(ctx, client, url, header)
 				if err != nil {
 					sub.err = fmt.Errorf("connection %d: %w", sub.connects+1, err)
 					return
 				}
 				sub.connects++
-				if b, err := c.next(); err != nil || b.Retry == "" {
+				if b, err := c.Next(); err != nil || b.Retry == "" {
 					c.Close()
 					sub.err = fmt.Errorf("connection %d starts with %+v, %v; want the retry hint", sub.connects, b, err)
 					return
 				}
 				for n := 1 + rng.IntN(60); n > 0; n-- {
-					e, err := c.nextEvent()
+					e, err := c.NextEvent()
 					if err != nil {
 						c.Close()
 						sub.err = fmt.Errorf("connection %d, after %d events: %w", sub.connects, len(sub.got), err)
@@ -232,7 +233,7 @@ func TestSoak(t *testing.T) {
 	for i, sub := range subs {
 		events += len(sub.got)
 		connects += sub.connects
-		if err := diffEvents(sub.got, logged[sub.stream]); err != nil {
+		if err := testkit.DiffEvents(sub.got, logged[sub.stream]); err != nil {
 			t.Errorf("subscriber %d (%s, %d connections): %v", i, sub.stream, sub.connects, err)
 		}
 	}
@@ -246,7 +247,7 @@ func TestSoak(t *testing.T) {
 	tr.CloseIdleConnections()
 	s.client.Transport.(*http.Transport).CloseIdleConnections()
 	const goroutineSlack = 2
-	deadline := time.Now().Add(waitFor)
+	deadline := time.Now().Add(testkit.Wait)
 	for {
 		n := runtime.NumGoroutine()
 		if n <= baseGoroutines+goroutineSlack {
@@ -256,7 +257,7 @@ func TestSoak(t *testing.T) {
 		if time.Now().After(deadline) {
 			var stacks bytes.Buffer
 			_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
-			t.Fatalf("%d goroutines %v after everyone left, %d before:\n%s", n, waitFor, baseGoroutines, stacks.String())
+			t.Fatalf("%d goroutines %v after everyone left, %d before:\n%s", n, testkit.Wait, baseGoroutines, stacks.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -267,18 +268,12 @@ func TestSoak(t *testing.T) {
 	// log's and the server's own state. The heap may only have grown by
 	// a little, whatever the soak's length.
 	const heapSlack = 4 << 20
-	deadline = time.Now().Add(waitFor)
-	for {
-		h := heapInuse()
-		if h <= baseHeap+heapSlack {
-			t.Logf("heap in use: %d KiB before, %d KiB after", baseHeap>>10, h>>10)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("heap in use %d KiB %v after everyone left, %d KiB before", h>>10, waitFor, baseHeap>>10)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var h uint64
+	testkit.WaitFor(t, fmt.Sprintf("heap in use to come back within %d KiB of its %d KiB before", heapSlack>>10, baseHeap>>10), func() bool {
+		h = heapInuse()
+		return h <= baseHeap+heapSlack
+	})
+	t.Logf("heap in use: %d KiB before, %d KiB after", baseHeap>>10, h>>10)
 }
 
 // settledGoroutines is the number of goroutines once the count has held

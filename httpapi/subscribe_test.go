@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sselog/sselog/httpapi"
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
@@ -29,12 +30,12 @@ func TestStreamStart(t *testing.T) {
 		"Cache-Control":     "no-cache",
 		"X-Accel-Buffering": "no",
 	} {
-		if got := c.resp.Header.Get(k); got != want {
+		if got := c.Response().Header.Get(k); got != want {
 			t.Errorf("%s: %q, want %q", k, got, want)
 		}
 	}
 	const hint = "retry: 1500\n\n"
-	got, err := c.readRaw(len(hint))
+	got, err := c.ReadRaw(len(hint))
 	if err != nil {
 		t.Fatalf("reading the retry hint with nothing published: %v", err)
 	}
@@ -42,7 +43,7 @@ func TestStreamStart(t *testing.T) {
 		t.Fatalf("stream starts with %q, want %q", got, hint)
 	}
 	ids := s.mustPublish(t, "s", `{"data":1}`)
-	if err := diffEvents(readEvents(t, c, 1), []store.Event{{ID: ids[0], Data: []byte("1")}}); err != nil {
+	if err := testkit.DiffEvents(readEvents(t, c, 1), []store.Event{{ID: ids[0], Data: []byte("1")}}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -50,25 +51,25 @@ func TestStreamStart(t *testing.T) {
 func TestHeartbeat(t *testing.T) {
 	s := newServer(t, httpapi.Options{Heartbeat: 50 * time.Millisecond}, stream.Options{})
 	c := s.dial(t, "/v1/streams/s/events", "")
-	if b, err := c.next(); err != nil || b.Retry == "" {
+	if b, err := c.Next(); err != nil || b.Retry == "" {
 		t.Fatalf("first block %+v, %v; want the retry hint", b, err)
 	}
 	// Several in a row: the timer must be re-armed after each one.
 	for i := range 3 {
-		line, err := c.r.ReadString('\n')
+		line, err := c.ReadLine()
 		if err != nil {
 			t.Fatalf("heartbeat %d: %v", i, err)
 		}
 		if line != ":\n" {
 			t.Fatalf("heartbeat %d: got %q, want a comment line %q", i, line, ":\n")
 		}
-		if line, err = c.r.ReadString('\n'); err != nil || line != "\n" {
+		if line, err = c.ReadLine(); err != nil || line != "\n" {
 			t.Fatalf("heartbeat %d is followed by %q, %v; want its blank line", i, line, err)
 		}
 	}
 	// Events still flow between heartbeats.
 	ids := s.mustPublish(t, "s", `{"data":1}`)
-	if err := diffEvents(readEvents(t, c, 1), []store.Event{{ID: ids[0], Data: []byte("1")}}); err != nil {
+	if err := testkit.DiffEvents(readEvents(t, c, 1), []store.Event{{ID: ids[0], Data: []byte("1")}}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -109,7 +110,7 @@ func TestResume(t *testing.T) {
 			marker := s.mustPublish(t, "s", `{"data":"marker"}`)
 			got = append(got, readEvents(t, c, 1)...)
 			want = append(want, store.Event{ID: marker[0], Data: []byte(`"marker"`)})
-			if err := diffEvents(got, want); err != nil {
+			if err := testkit.DiffEvents(got, want); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -123,16 +124,16 @@ func TestEmptyStream(t *testing.T) {
 	s.mustPublish(t, "other", `{"data":0}`)
 	live := s.dial(t, "/v1/streams/new/events", "")
 	fromZero := s.dial(t, "/v1/streams/new/events", strings.Repeat("0", 26))
-	for _, c := range []*sseClient{live, fromZero} {
+	for _, c := range []*testkit.SSEReader{live, fromZero} {
 		// The hint proves the subscription exists before the publish.
-		if b, err := c.next(); err != nil || b.Retry == "" {
+		if b, err := c.Next(); err != nil || b.Retry == "" {
 			t.Fatalf("first block %+v, %v; want the retry hint", b, err)
 		}
 	}
 	ids := s.mustPublish(t, "new", `{"type":"first","data":1}`)
 	want := []store.Event{{ID: ids[0], Type: "first", Data: []byte("1")}}
-	for _, c := range []*sseClient{live, fromZero} {
-		if err := diffEvents(readEvents(t, c, 1), want); err != nil {
+	for _, c := range []*testkit.SSEReader{live, fromZero} {
+		if err := testkit.DiffEvents(readEvents(t, c, 1), want); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -153,7 +154,7 @@ func TestSlowReaderDisconnected(t *testing.T) {
 	}
 	waitFollowing(t, s, 1)
 
-	deadline := time.Now().Add(waitFor)
+	deadline := time.Now().Add(testkit.Wait)
 	data := []byte(`"` + strings.Repeat("x", 256<<10) + `"`)
 	published := 0
 	for s.hub.Following() != 0 {
@@ -175,7 +176,7 @@ func TestSlowReaderDisconnected(t *testing.T) {
 
 	// The server has closed its side: draining what the kernel holds ends
 	// in EOF or a reset, not in our read deadline.
-	if err := conn.SetReadDeadline(time.Now().Add(waitFor)); err != nil {
+	if err := conn.SetReadDeadline(time.Now().Add(testkit.Wait)); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
@@ -196,13 +197,7 @@ func TestSlowReaderDisconnected(t *testing.T) {
 // return is only visible through the subscription it releases.
 func waitFollowing(t *testing.T, s *testServer, n int) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for s.hub.Following() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("Following() = %d, want %d", s.hub.Following(), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testkit.WaitFor(t, fmt.Sprintf("Following() == %d", n), func() bool { return s.hub.Following() == n })
 }
 
 // TestClientGoneReleases checks that an idle stream whose client goes away
@@ -210,7 +205,7 @@ func waitFollowing(t *testing.T, s *testServer, n int) {
 func TestClientGoneReleases(t *testing.T) {
 	s := newServer(t, httpapi.Options{Heartbeat: time.Hour}, stream.Options{})
 	c := s.dial(t, "/v1/streams/s/events", "")
-	if _, err := c.next(); err != nil {
+	if _, err := c.Next(); err != nil {
 		t.Fatal(err)
 	}
 	waitFollowing(t, s, 1)
@@ -224,10 +219,10 @@ func TestClientGoneReleases(t *testing.T) {
 // and new subscribers are told to come back.
 func TestHubCloseEndsStreams(t *testing.T) {
 	s := newServer(t, httpapi.Options{Heartbeat: time.Hour}, stream.Options{})
-	var clients []*sseClient
+	var clients []*testkit.SSEReader
 	for range 20 {
 		c := s.dial(t, "/v1/streams/s/events", "")
-		if _, err := c.next(); err != nil {
+		if _, err := c.Next(); err != nil {
 			t.Fatal(err)
 		}
 		clients = append(clients, c)
@@ -236,13 +231,13 @@ func TestHubCloseEndsStreams(t *testing.T) {
 	s.hub.Close()
 	hints := map[string]bool{}
 	for _, c := range clients {
-		b, err := c.next()
+		b, err := c.Next()
 		ms, _ := strconv.Atoi(b.Retry)
 		if err != nil || ms < 3000 || ms > 6000 || b.HasID || b.HasData {
 			t.Fatalf("after Hub.Close: %+v, %v; want a retry hint of 3000-6000 ms", b, err)
 		}
 		hints[b.Retry] = true
-		if b, err := c.next(); !errors.Is(err, io.ErrUnexpectedEOF) {
+		if b, err := c.Next(); !errors.Is(err, io.ErrUnexpectedEOF) {
 			t.Fatalf("after the last hint: %+v, %v; want the end of the stream", b, err)
 		}
 	}
@@ -283,7 +278,7 @@ func TestSubscriberSendingIsDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFollowing(t, s, 0)
-	if err := conn.SetReadDeadline(time.Now().Add(waitFor)); err != nil {
+	if err := conn.SetReadDeadline(time.Now().Add(testkit.Wait)); err != nil {
 		t.Fatal(err)
 	}
 	_, err = io.Copy(io.Discard, resp.Body)

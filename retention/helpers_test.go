@@ -2,7 +2,6 @@ package retention_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/retention"
 	"github.com/sselog/sselog/store"
 )
@@ -33,25 +33,17 @@ func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()).UTC(
 func (c *clock) Set(t time.Time)         { c.ns.Store(t.UnixNano()) }
 func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
-// mustOpen opens a log in a fresh temp dir with ids from clk, and closes it
+// openLog opens a log in a fresh temp dir with ids from clk, and closes it
 // when the test ends; a test that closes it itself is fine.
-func mustOpen(tb testing.TB, clk *clock) *store.Log {
+func openLog(tb testing.TB, clk *clock) *store.Log {
 	tb.Helper()
-	return mustOpenPath(tb, filepath.Join(tb.TempDir(), "log.db"), clk)
+	return openLogAt(tb, filepath.Join(tb.TempDir(), "log.db"), clk)
 }
 
-func mustOpenPath(tb testing.TB, path string, clk *clock) *store.Log {
+// openLogAt is openLog at path, for a test that reopens the file.
+func openLogAt(tb testing.TB, path string, clk *clock) *store.Log {
 	tb.Helper()
-	l, err := store.Open(path, store.Options{Now: clk.Now})
-	if err != nil {
-		tb.Fatalf("open %s: %v", path, err)
-	}
-	tb.Cleanup(func() {
-		if err := l.Close(); err != nil && !errors.Is(err, store.ErrClosed) {
-			tb.Errorf("close %s: %v", path, err)
-		}
-	})
-	return l
+	return testkit.OpenAt(tb, path, store.Options{Now: clk.Now})
 }
 
 // event is a test event; every one has the same stored size.

@@ -21,7 +21,7 @@ func TestRun(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const interval = 10 * time.Minute
 		clk := newClock(base)
-		l := mustOpen(t, clk) // inside the bubble: the log's writer must be too
+		l := openLog(t, clk) // inside the bubble: the log's writer must be too
 		ids := publish(t, l, clk, "s", 10)
 
 		retClock := newClock(base.Add(10 * time.Second))

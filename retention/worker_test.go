@@ -87,7 +87,7 @@ func TestLimits(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := newClock(base)
-			l := mustOpen(t, clk)
+			l := openLog(t, clk)
 			ids := publish(t, l, clk, "s", n)
 			before := mustStream(t, l, "s")
 			if before.Bytes%n != 0 {
@@ -125,7 +125,7 @@ func TestLimits(t *testing.T) {
 // resolution of ids: events in the millisecond of the cut point stay.
 func TestAgeSameMillisecond(t *testing.T) {
 	clk := newClock(base)
-	l := mustOpen(t, clk)
+	l := openLog(t, clk)
 	var ids []store.ID
 	for range 3 {
 		ids = append(ids, publishBatch(t, l, "s", 5)...)
@@ -146,7 +146,7 @@ func TestAgeSameMillisecond(t *testing.T) {
 func TestOverridesPerStream(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "log.db")
 	clk := newClock(base)
-	l := mustOpenPath(t, path, clk)
+	l := openLogAt(t, path, clk)
 	ids := map[string][]store.ID{}
 	for _, s := range []string{"a", "b", "c"} {
 		ids[s] = publish(t, l, clk, s, 10)
@@ -169,7 +169,7 @@ func TestOverridesPerStream(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	l = mustOpenPath(t, path, clk)
+	l = openLogAt(t, path, clk)
 	for _, s := range []string{"a", "b", "c"} {
 		ids[s] = append(ids[s], publish(t, l, clk, s, 10)...)
 	}
@@ -185,7 +185,7 @@ func TestOverridesPerStream(t *testing.T) {
 // transaction.
 func TestSkips(t *testing.T) {
 	clk := newClock(base)
-	l := mustOpen(t, clk)
+	l := openLog(t, clk)
 	emptied := publish(t, l, clk, "emptied", 3)
 	publish(t, l, clk, "deleted", 3)
 	kept := publish(t, l, clk, "kept", 3)
@@ -222,7 +222,7 @@ func TestSkips(t *testing.T) {
 // Chunk events, and that the result is exact.
 func TestChunks(t *testing.T) {
 	clk := newClock(base)
-	l := mustOpen(t, clk)
+	l := openLog(t, clk)
 	ids := publishBatch(t, l, "s", 1100)
 	w := retention.New(l, retention.Options{Defaults: store.Limits{MaxEvents: 50}, Chunk: 100})
 	st := mustRunOnce(t, w)
@@ -256,7 +256,7 @@ func (c *countdown) Err() error {
 // pass finishes the job.
 func TestRunOnceStopsBetweenChunks(t *testing.T) {
 	clk := newClock(base)
-	l := mustOpen(t, clk)
+	l := openLog(t, clk)
 	ids := publishBatch(t, l, "s", 1000)
 	w := retention.New(l, retention.Options{Defaults: store.Limits{MaxEvents: 1}, Chunk: 100})
 
@@ -288,7 +288,7 @@ func canceled() context.Context {
 // and that Run returns it instead of retrying forever.
 func TestClosedLog(t *testing.T) {
 	clk := newClock(base)
-	l := mustOpen(t, clk)
+	l := openLog(t, clk)
 	publish(t, l, clk, "s", 3)
 	if err := l.Close(); err != nil {
 		t.Fatal(err)

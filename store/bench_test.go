@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 	bolt "go.etcd.io/bbolt"
 )
@@ -22,7 +23,7 @@ func reportEvents(b *testing.B, events int) {
 // BenchmarkAppendSingle is the latency floor: one caller, so every Append is
 // its own fsynced transaction. Compare with BenchmarkRawBoltPutPerTx.
 func BenchmarkAppendSingle(b *testing.B) {
-	l := mustOpen(b, filepath.Join(b.TempDir(), "log.db"), store.Options{})
+	l := testkit.OpenAt(b, filepath.Join(b.TempDir(), "log.db"), store.Options{})
 	evs := []store.Event{{Type: "page_view", Data: payload(1)}}
 	ctx := b.Context()
 	b.ReportAllocs()
@@ -40,7 +41,7 @@ func BenchmarkAppendSingle(b *testing.B) {
 // GOMAXPROCS, so results compare across machines.
 func BenchmarkAppendParallel32(b *testing.B) {
 	const callers = 32
-	l := mustOpen(b, filepath.Join(b.TempDir(), "log.db"), store.Options{})
+	l := testkit.OpenAt(b, filepath.Join(b.TempDir(), "log.db"), store.Options{})
 	var commits atomic.Int64
 	l.OnCommit(func([]store.Event) { commits.Add(1) })
 	ctx := b.Context()
@@ -76,7 +77,7 @@ func BenchmarkAppendParallel32(b *testing.B) {
 // the bulk-publish path.
 func BenchmarkAppendBatch100(b *testing.B) {
 	const batch = 100
-	l := mustOpen(b, filepath.Join(b.TempDir(), "log.db"), store.Options{})
+	l := testkit.OpenAt(b, filepath.Join(b.TempDir(), "log.db"), store.Options{})
 	evs := makeEvents("page_view", batch, 0)
 	ctx := b.Context()
 	b.ReportAllocs()
@@ -98,7 +99,7 @@ func BenchmarkScanAfter(b *testing.B) {
 		page  = 512
 		fill  = 1000 // events per Append while filling
 	)
-	l := mustOpen(b, filepath.Join(b.TempDir(), "log.db"), store.Options{})
+	l := testkit.OpenAt(b, filepath.Join(b.TempDir(), "log.db"), store.Options{})
 	ctx := b.Context()
 	for i := 0; i < total; i += fill {
 		if _, err := l.Append(ctx, "replay", makeEvents("page_view", fill, i)); err != nil {
@@ -189,7 +190,7 @@ func BenchmarkRawBoltPutPerTx(b *testing.B) {
 // and their ratio over the same stretch of time.
 func BenchmarkAppendVsRaw(b *testing.B) {
 	dir := b.TempDir()
-	l := mustOpen(b, filepath.Join(dir, "log.db"), store.Options{})
+	l := testkit.OpenAt(b, filepath.Join(dir, "log.db"), store.Options{})
 	db, bucket := openRaw(b, dir)
 	evs := []store.Event{{Type: "page_view", Data: payload(1)}}
 	value := evs[0].Data

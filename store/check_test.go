@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 )
 
@@ -23,7 +24,7 @@ func damaged(t *testing.T) (good []byte, files map[string]string) {
 func damagedOf(t *testing.T, events int) (good []byte, files map[string]string) {
 	t.Helper()
 	dir := t.TempDir()
-	l := mustOpen(t, filepath.Join(dir, "src.db"), store.Options{InitialMmapSize: 1 << 20})
+	l := testkit.OpenAt(t, filepath.Join(dir, "src.db"), store.Options{InitialMmapSize: 1 << 20})
 	for i := 0; i < events; i += 100 {
 		mustAppend(t, l, "s", makeEvents("", 100, i)...)
 	}
@@ -159,7 +160,7 @@ func TestCorruptFixtures(t *testing.T) {
 				if checkErr != nil {
 					t.Fatalf("Check: %v", checkErr)
 				}
-				l := mustOpen(t, path, store.Options{})
+				l := testkit.OpenAt(t, path, store.Options{})
 				if info := mustStream(t, l, "s"); info.Count != 300 {
 					t.Fatalf("good fixture holds %+v", info)
 				}

@@ -11,6 +11,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 )
 
@@ -19,7 +20,7 @@ func TestConcurrentAppends(t *testing.T) {
 		appenders = 32
 		calls     = 40
 	)
-	l := mustOpen(t, filepath.Join(t.TempDir(), "log.db"), store.Options{})
+	l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "log.db"), store.Options{})
 	streams := []string{"s0", "s1", "s2", "s3"}
 
 	type call struct {
@@ -115,7 +116,7 @@ func TestConcurrentAppends(t *testing.T) {
 // commit shown structurally, with no dependence on disk speed.
 func TestGroupCommit(t *testing.T) {
 	const appenders = 64
-	l := mustOpen(t, filepath.Join(t.TempDir(), "log.db"), store.Options{})
+	l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "log.db"), store.Options{})
 
 	recorded := recordCommits(l)
 	release := holdWriter(t, l)
@@ -130,7 +131,7 @@ func TestGroupCommit(t *testing.T) {
 	for g := range appenders {
 		wg.Go(func() { appendOne(fmt.Sprintf("s%d", g%4), 1+g%3) })
 	}
-	waitFor(t, 10*time.Second, "appenders to queue behind the held writer", func() bool {
+	testkit.WaitFor(t, "appenders to queue behind the held writer", func() bool {
 		return l.QueuedAppends() == appenders
 	})
 	release()
@@ -161,7 +162,7 @@ func TestOnCommitUnderLoad(t *testing.T) {
 		appenders = 64
 		calls     = 16
 	)
-	l := mustOpen(t, filepath.Join(t.TempDir(), "log.db"), store.Options{})
+	l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "log.db"), store.Options{})
 
 	var (
 		mu       sync.Mutex
@@ -248,7 +249,7 @@ func TestOnCommitUnderLoad(t *testing.T) {
 // passing, however fast or slow the disk is.
 func TestLoneAppendDoesNotWait(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		l := mustOpen(t, filepath.Join(t.TempDir(), "log.db"), store.Options{})
+		l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "log.db"), store.Options{})
 		var commits atomic.Int64
 		l.OnCommit(func([]store.Event) { commits.Add(1) })
 
@@ -274,7 +275,7 @@ func TestMaxGroupBytes(t *testing.T) {
 	// Roughly one single append's stored size (key, header, data), with
 	// slack so the cap admits four singles and never five.
 	one := len(data) + 18
-	l := mustOpen(t, filepath.Join(t.TempDir(), "log.db"), store.Options{MaxGroupBytes: 4*one + one/2})
+	l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "log.db"), store.Options{MaxGroupBytes: 4*one + one/2})
 
 	recorded := recordCommits(l)
 	release := holdWriter(t, l)
@@ -298,7 +299,7 @@ func TestMaxGroupBytes(t *testing.T) {
 	queue := func(typ string, n int) {
 		wg.Go(func() { appendN(typ, n) })
 		order = append(order, typ)
-		waitFor(t, 10*time.Second, "append "+typ+" to queue", func() bool { return l.QueuedAppends() == len(order) })
+		testkit.WaitFor(t, "append "+typ+" to queue", func() bool { return l.QueuedAppends() == len(order) })
 	}
 	for i := range 6 {
 		queue(fmt.Sprintf("single%d", i), 1)
@@ -347,7 +348,7 @@ func TestMaxGroupBytes(t *testing.T) {
 // gone.
 func TestOnCommitRunsBeforeAppendReturns(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		l := mustOpen(t, filepath.Join(t.TempDir(), "log.db"), store.Options{})
+		l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "log.db"), store.Options{})
 		unblock := make(chan struct{})
 		var seen []store.ID // written by the writer before it answers
 		l.OnCommit(func(evs []store.Event) {

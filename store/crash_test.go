@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 )
 
@@ -65,7 +66,7 @@ func TestCrash(t *testing.T) {
 			acked[a.stream][a.id] = true
 		}
 
-		l := mustOpen(t, path, store.Options{})
+		l := testkit.OpenAt(t, path, store.Options{})
 		newest := checkRecovered(t, l, acked)
 		got := mustAppend(t, l, crashStreams[round%len(crashStreams)], makeEvents("after-crash", 1, round)...)
 		if got[0].Compare(newest) <= 0 {

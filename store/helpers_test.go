@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -10,23 +9,6 @@ import (
 
 	"github.com/sselog/sselog/store"
 )
-
-// mustOpen opens the log at path and closes it when the test ends. A test
-// that closes the log itself (to reopen it, or to test Close) is fine: the
-// cleanup tolerates ErrClosed.
-func mustOpen(tb testing.TB, path string, opts store.Options) *store.Log {
-	tb.Helper()
-	l, err := store.Open(path, opts)
-	if err != nil {
-		tb.Fatalf("open %s: %v", path, err)
-	}
-	tb.Cleanup(func() {
-		if err := l.Close(); err != nil && !errors.Is(err, store.ErrClosed) {
-			tb.Errorf("close %s: %v", path, err)
-		}
-	})
-	return l
-}
 
 // mustClose closes l where a test needs the file released before it goes on.
 func mustClose(tb testing.TB, l *store.Log) {
@@ -138,22 +120,9 @@ func (c *fakeClock) Set(t time.Time) {
 	c.t = t
 }
 
-// waitFor polls cond until it holds or the deadline passes, for conditions
-// no channel announces.
-func waitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // holdWriter appends one event to stream "gate" and keeps the writer inside
 // that commit's hooks until release is called, so that a test can queue
-// appends behind a busy writer. Cleanup releases it too, ahead of mustOpen's
+// appends behind a busy writer. Cleanup releases it too, ahead of testkit.OpenAt's
 // Close, so a failing test does not hang in Close.
 func holdWriter(t *testing.T, l *store.Log) (release func()) {
 	t.Helper()

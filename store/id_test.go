@@ -7,11 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 )
 
 func TestIDText(t *testing.T) {
-	l := mustOpen(t, filepath.Join(t.TempDir(), "log.db"), store.Options{})
+	l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "log.db"), store.Options{})
 	id := mustAppend(t, l, "a", makeEvents("", 1, 0)...)[0]
 
 	s := id.String()

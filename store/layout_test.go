@@ -12,6 +12,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 )
 
@@ -155,13 +156,13 @@ func TestOpenRefusesForeignLayout(t *testing.T) {
 func TestOpenBoltWithoutBuckets(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sselog.db")
 	writeBolt(t, path, func(*bolt.Tx) error { return nil })
-	l := mustOpen(t, path, store.Options{})
+	l := testkit.OpenAt(t, path, store.Options{})
 	ids := mustAppend(t, l, "s", makeEvents("", 3, 0)...)
 	mustClose(t, l)
 	if err := store.Check(path); err != nil {
 		t.Fatalf("Check after the first appends: %v", err)
 	}
-	l = mustOpen(t, path, store.Options{})
+	l = testkit.OpenAt(t, path, store.Options{})
 	if got := idsOf(readAll(t, l, "s")); !equalIDs(got, ids) {
 		t.Fatalf("reopened: %v, want %v", got, ids)
 	}
@@ -173,7 +174,7 @@ func TestOpenBoltWithoutBuckets(t *testing.T) {
 func counterDB(t *testing.T) []byte {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "good.db")
-	l := mustOpen(t, path, store.Options{})
+	l := testkit.OpenAt(t, path, store.Options{})
 	mustAppend(t, l, "a", makeEvents("x", 10, 0)...)
 	mustAppend(t, l, "b", makeEvents("", 5, 10)...)
 	mustAppend(t, l, "c", makeEvents("", 4, 20)...)

@@ -12,12 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 )
 
 func TestAppendAndRead(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "log.db")
-	l := mustOpen(t, path, store.Options{})
+	l := testkit.OpenAt(t, path, store.Options{})
 	if l.Path() != path {
 		t.Fatalf("Path() = %q, want %q", l.Path(), path)
 	}
@@ -194,7 +195,7 @@ func TestRestartKeepsIDsIncreasing(t *testing.T) {
 	acked := map[string][]store.ID{}
 	var last store.ID
 	for round := range 3 {
-		l := mustOpen(t, path, store.Options{})
+		l := testkit.OpenAt(t, path, store.Options{})
 		if got := l.LastID(); got != last {
 			t.Fatalf("round %d: reopened LastID = %s, want %s", round, got, last)
 		}
@@ -226,7 +227,7 @@ func TestClockStepsBackwards(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "log.db")
 	t0 := time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)
 	clock := newFakeClock(t0)
-	l := mustOpen(t, path, store.Options{Now: clock.Now})
+	l := testkit.OpenAt(t, path, store.Options{Now: clock.Now})
 
 	var got []store.ID
 	got = append(got, mustAppend(t, l, "a", makeEvents("", 1, 0)...)...)
@@ -241,7 +242,7 @@ func TestClockStepsBackwards(t *testing.T) {
 	// The persisted id, not the clock, is the floor after a restart.
 	mustClose(t, l)
 	clock.Set(t0.Add(-2 * time.Hour))
-	l = mustOpen(t, path, store.Options{Now: clock.Now})
+	l = testkit.OpenAt(t, path, store.Options{Now: clock.Now})
 	got = append(got, mustAppend(t, l, "a", makeEvents("", 2, 5)...)...)
 	checkIncreasing(t, "after reopening two hours back", got)
 
@@ -261,7 +262,7 @@ func TestClockStepsBackwards(t *testing.T) {
 
 func TestManyIDsInOneMillisecond(t *testing.T) {
 	t0 := time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)
-	l := mustOpen(t, filepath.Join(t.TempDir(), "log.db"), store.Options{Now: func() time.Time { return t0 }})
+	l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "log.db"), store.Options{Now: func() time.Time { return t0 }})
 	var got []store.ID
 	got = append(got, mustAppend(t, l, "a", makeEvents("", 5000, 0)...)...)
 	for i := range 50 {
@@ -280,7 +281,7 @@ func TestManyIDsInOneMillisecond(t *testing.T) {
 
 func TestOpenLocked(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "log.db")
-	l := mustOpen(t, path, store.Options{})
+	l := testkit.OpenAt(t, path, store.Options{})
 	start := time.Now()
 	l2, err := store.Open(path, store.Options{OpenTimeout: 50 * time.Millisecond})
 	if err == nil {
@@ -297,11 +298,11 @@ func TestOpenLocked(t *testing.T) {
 	// The failed open must not have disturbed the holder.
 	mustAppend(t, l, "a", makeEvents("", 1, 0)...)
 	mustClose(t, l)
-	mustOpen(t, path, store.Options{OpenTimeout: 50 * time.Millisecond})
+	testkit.OpenAt(t, path, store.Options{OpenTimeout: 50 * time.Millisecond})
 }
 
 func TestClosed(t *testing.T) {
-	l := mustOpen(t, filepath.Join(t.TempDir(), "log.db"), store.Options{})
+	l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "log.db"), store.Options{})
 	mustAppend(t, l, "a", makeEvents("", 1, 0)...)
 	if err := l.Ping(); err != nil {
 		t.Fatalf("Ping on an open log: %v", err)
@@ -329,7 +330,7 @@ func TestClosed(t *testing.T) {
 // while Close ran is durable, and every other one fails with ErrClosed.
 func TestCloseWhileAppending(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "log.db")
-	l := mustOpen(t, path, store.Options{})
+	l := testkit.OpenAt(t, path, store.Options{})
 
 	type result struct {
 		acked []store.ID
@@ -351,7 +352,7 @@ func TestCloseWhileAppending(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, 10*time.Second, "50 acknowledged appends", func() bool { return acks.Load() >= 50 })
+	testkit.WaitFor(t, "50 acknowledged appends", func() bool { return acks.Load() >= 50 })
 	closeErr := l.Close()
 	wg.Wait()
 	if closeErr != nil {
@@ -365,7 +366,7 @@ func TestCloseWhileAppending(t *testing.T) {
 		}
 		acked = append(acked, r.acked...)
 	}
-	l = mustOpen(t, path, store.Options{})
+	l = testkit.OpenAt(t, path, store.Options{})
 	stored := map[store.ID]bool{}
 	for _, id := range idsOf(readAll(t, l, "a")) {
 		stored[id] = true
@@ -387,7 +388,7 @@ func TestCloseWhileAppending(t *testing.T) {
 func TestCloseCommitsQueuedAppends(t *testing.T) {
 	const queued = 8
 	path := filepath.Join(t.TempDir(), "log.db")
-	l := mustOpen(t, path, store.Options{})
+	l := testkit.OpenAt(t, path, store.Options{})
 	release := holdWriter(t, l)
 
 	type result struct {
@@ -401,12 +402,12 @@ func TestCloseCommitsQueuedAppends(t *testing.T) {
 			results[g].ids, results[g].err = l.Append(t.Context(), "a", makeEvents("", 2, g))
 		})
 	}
-	waitFor(t, 10*time.Second, "appends to queue behind the held writer", func() bool {
+	testkit.WaitFor(t, "appends to queue behind the held writer", func() bool {
 		return l.QueuedAppends() == queued
 	})
 	closed := make(chan error, 1)
 	go func() { closed <- l.Close() }()
-	waitFor(t, 10*time.Second, "Close to begin", func() bool {
+	testkit.WaitFor(t, "Close to begin", func() bool {
 		return errors.Is(l.Ping(), store.ErrClosed)
 	})
 	if _, err := l.Append(t.Context(), "a", makeEvents("late", 1, 0)); !errors.Is(err, store.ErrClosed) {
@@ -425,7 +426,7 @@ func TestCloseCommitsQueuedAppends(t *testing.T) {
 		}
 		acked = append(acked, r.ids...)
 	}
-	l = mustOpen(t, path, store.Options{})
+	l = testkit.OpenAt(t, path, store.Options{})
 	stored := idsOf(readAll(t, l, "a"))
 	slices.SortFunc(acked, store.ID.Compare)
 	if !slices.Equal(stored, acked) {
@@ -438,7 +439,7 @@ func TestCloseCommitsQueuedAppends(t *testing.T) {
 // returns, so what commits must be what was passed, not what the caller
 // wrote into the buffer afterwards.
 func TestCanceledAppendKeepsItsData(t *testing.T) {
-	l := mustOpen(t, filepath.Join(t.TempDir(), "log.db"), store.Options{})
+	l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "log.db"), store.Options{})
 	release := holdWriter(t, l)
 
 	buf := []byte(`{"msg":"original"}`)
@@ -448,7 +449,7 @@ func TestCanceledAppendKeepsItsData(t *testing.T) {
 		_, err := l.Append(ctx, "a", []store.Event{{Data: buf}})
 		appended <- err
 	}()
-	waitFor(t, 10*time.Second, "the append to queue", func() bool { return l.QueuedAppends() == 1 })
+	testkit.WaitFor(t, "the append to queue", func() bool { return l.QueuedAppends() == 1 })
 	cancel()
 	if err := <-appended; !errors.Is(err, context.Canceled) {
 		t.Fatalf("canceled Append: %v, want context.Canceled", err)
@@ -468,7 +469,7 @@ func TestCanceledAppendKeepsItsData(t *testing.T) {
 // TestFsyncOnCommit guards the one durability setting a SIGKILL test cannot
 // see: data written without fsync survives a killed process, not a power cut.
 func TestFsyncOnCommit(t *testing.T) {
-	l := mustOpen(t, filepath.Join(t.TempDir(), "sync.db"), store.Options{})
+	l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "sync.db"), store.Options{})
 	if l.NoSync() {
 		t.Fatal("bbolt NoSync is set: commits would not be fsynced")
 	}

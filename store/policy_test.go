@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 )
 
@@ -72,7 +73,7 @@ func TestCutSelects(t *testing.T) {
 	// fill makes a log whose stream "s" has ten events a minute apart.
 	fill := func(t *testing.T) (*store.Log, []store.ID) {
 		clock := newFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-		l := mustOpen(t, filepath.Join(t.TempDir(), "events.db"), store.Options{Now: clock.Now})
+		l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "events.db"), store.Options{Now: clock.Now})
 		var ids []store.ID
 		for i := range 10 {
 			clock.Set(time.Date(2026, 1, 1, 0, i, 0, 0, time.UTC))

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 )
 
@@ -41,7 +42,7 @@ func trimAll(tb testing.TB, l *store.Log, name string, cut store.Cut, chunk int)
 
 func TestTrim(t *testing.T) {
 	clock := newFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	l := mustOpen(t, filepath.Join(t.TempDir(), "events.db"), store.Options{Now: clock.Now})
+	l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "events.db"), store.Options{Now: clock.Now})
 	var ids []store.ID
 	for i := range 30 {
 		clock.Set(time.Date(2026, 1, 1, 0, i, 0, 0, time.UTC))
@@ -98,7 +99,7 @@ func TestTrim(t *testing.T) {
 	// trimmed ones.
 	path := l.Path()
 	mustClose(t, l)
-	l = mustOpen(t, path, store.Options{})
+	l = testkit.OpenAt(t, path, store.Options{})
 	if again := mustStream(t, l, "s"); again != info {
 		t.Fatalf("after restart %+v, want %+v", again, info)
 	}
@@ -123,7 +124,7 @@ func equalIDs(a, b []store.ID) bool {
 // TestTrimChunks: a trim is cut into transactions of at most the key limit,
 // and the result is the same as one big cut.
 func TestTrimChunks(t *testing.T) {
-	l := mustOpen(t, filepath.Join(t.TempDir(), "events.db"), store.Options{})
+	l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "events.db"), store.Options{})
 	var ids []store.ID
 	for i := range 11 {
 		ids = append(ids, mustAppend(t, l, "s", makeEvents("", 100, i*100)...)...)
@@ -144,7 +145,7 @@ func TestTrimChunks(t *testing.T) {
 // TestTrimBesideAppends: trims and appends interleave without losing or
 // miscounting anything, and the mark only moves forward.
 func TestTrimBesideAppends(t *testing.T) {
-	l := mustOpen(t, filepath.Join(t.TempDir(), "events.db"), store.Options{})
+	l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "events.db"), store.Options{})
 	const writers, per = 4, 200
 	var wg sync.WaitGroup
 	errs := make(chan error, writers)
@@ -191,7 +192,7 @@ func TestTrimBesideAppends(t *testing.T) {
 }
 
 func TestScanBounds(t *testing.T) {
-	l := mustOpen(t, filepath.Join(t.TempDir(), "events.db"), store.Options{})
+	l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "events.db"), store.Options{})
 	ids := mustAppend(t, l, "s", makeEvents("", 10, 0)...)
 	trimAll(t, l, "s", store.Cut{MaxEvents: 6}, 100)
 	for _, tc := range []struct {
@@ -218,7 +219,7 @@ func TestScanBounds(t *testing.T) {
 }
 
 func TestDeleteStream(t *testing.T) {
-	l := mustOpen(t, filepath.Join(t.TempDir(), "events.db"), store.Options{})
+	l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "events.db"), store.Options{})
 	type deletion struct {
 		stream string
 		lw     store.ID
@@ -278,7 +279,7 @@ func TestDeleteStream(t *testing.T) {
 	}
 	path := l.Path()
 	mustClose(t, l)
-	l = mustOpen(t, path, store.Options{})
+	l = testkit.OpenAt(t, path, store.Options{})
 	info := mustStream(t, l, "s")
 	if info.Count != 2 || info.FirstID != reborn[0] || info.LowWater != ids[4] {
 		t.Fatalf("reborn stream %+v", info)
@@ -292,7 +293,7 @@ func TestDeleteStream(t *testing.T) {
 // the appends around it: those queued before are removed with the stream,
 // those after start it again.
 func TestDeleteOrderedWithAppends(t *testing.T) {
-	l := mustOpen(t, filepath.Join(t.TempDir(), "events.db"), store.Options{})
+	l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "events.db"), store.Options{})
 	mustAppend(t, l, "s", makeEvents("", 1, 0)...)
 	release := holdWriter(t, l)
 	before := make(chan []store.ID, 1)
@@ -300,19 +301,19 @@ func TestDeleteOrderedWithAppends(t *testing.T) {
 		ids, _ := l.Append(context.Background(), "s", makeEvents("", 1, 1))
 		before <- ids
 	}()
-	waitFor(t, 5*time.Second, "append queued", func() bool { return l.QueuedAppends() == 1 })
+	testkit.WaitFor(t, "append queued", func() bool { return l.QueuedAppends() == 1 })
 	deleted := make(chan store.ID, 1)
 	go func() {
 		lw, _ := l.DeleteStream(context.Background(), "s")
 		deleted <- lw
 	}()
-	waitFor(t, 5*time.Second, "delete queued", func() bool { return l.QueuedAppends() == 2 })
+	testkit.WaitFor(t, "delete queued", func() bool { return l.QueuedAppends() == 2 })
 	after := make(chan []store.ID, 1)
 	go func() {
 		ids, _ := l.Append(context.Background(), "s", makeEvents("", 1, 2))
 		after <- ids
 	}()
-	waitFor(t, 5*time.Second, "append queued", func() bool { return l.QueuedAppends() == 3 })
+	testkit.WaitFor(t, "append queued", func() bool { return l.QueuedAppends() == 3 })
 	release()
 	b, lw, a := <-before, <-deleted, <-after
 	if len(b) != 1 || len(a) != 1 || lw != b[0] {
@@ -324,7 +325,7 @@ func TestDeleteOrderedWithAppends(t *testing.T) {
 }
 
 func TestPolicy(t *testing.T) {
-	l := mustOpen(t, filepath.Join(t.TempDir(), "events.db"), store.Options{})
+	l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "events.db"), store.Options{})
 	if p, err := l.Policy("s"); err != nil || p != (store.Policy{}) {
 		t.Fatalf("no policy: %+v, %v", p, err)
 	}
@@ -337,7 +338,7 @@ func TestPolicy(t *testing.T) {
 	}
 	path := l.Path()
 	mustClose(t, l)
-	l = mustOpen(t, path, store.Options{})
+	l = testkit.OpenAt(t, path, store.Options{})
 	got, err := l.Policy("s")
 	if err != nil {
 		t.Fatal(err)
@@ -374,7 +375,7 @@ func TestPolicy(t *testing.T) {
 }
 
 func TestReservedType(t *testing.T) {
-	l := mustOpen(t, filepath.Join(t.TempDir(), "events.db"), store.Options{})
+	l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "events.db"), store.Options{})
 	_, err := l.Append(context.Background(), "s", []store.Event{{Type: store.ResetType, Data: []byte("{}")}})
 	if !errors.Is(err, store.ErrInvalidEvent) {
 		t.Fatalf("append of a reset event: %v, want ErrInvalidEvent", err)
@@ -400,7 +401,7 @@ func TestMinIDAt(t *testing.T) {
 
 func TestBackupAndCompact(t *testing.T) {
 	dir := t.TempDir()
-	l := mustOpen(t, filepath.Join(dir, "events.db"), store.Options{InitialMmapSize: 1 << 20})
+	l := testkit.OpenAt(t, filepath.Join(dir, "events.db"), store.Options{InitialMmapSize: 1 << 20})
 	for i := range 40 {
 		mustAppend(t, l, "s", makeEvents("", 500, i*500)...)
 	}
@@ -436,7 +437,7 @@ func TestBackupAndCompact(t *testing.T) {
 	if len(report.Streams) != 1 || report.Streams[0] != want || report.LastID != l.LastID() {
 		t.Fatalf("inspect %+v, want %+v", report, want)
 	}
-	c := mustOpen(t, copyPath, store.Options{})
+	c := testkit.OpenAt(t, copyPath, store.Options{})
 	if got := mustStream(t, c, "s"); got != want {
 		t.Fatalf("restored %+v, want %+v", got, want)
 	}
@@ -451,7 +452,7 @@ func TestBackupAndCompact(t *testing.T) {
 func TestMaxStreams(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "events.db")
 	// Three streams: holdWriter's "gate", a and b.
-	l := mustOpen(t, path, store.Options{MaxStreams: 3})
+	l := testkit.OpenAt(t, path, store.Options{MaxStreams: 3})
 	mustAppend(t, l, "gate", makeEvents("", 1, 0)...)
 	mustAppend(t, l, "a", makeEvents("", 1, 0)...)
 	mustAppend(t, l, "b", makeEvents("", 1, 0)...)
@@ -475,7 +476,7 @@ func TestMaxStreams(t *testing.T) {
 			results <- err
 		}()
 	}
-	waitFor(t, 5*time.Second, "appends queued", func() bool { return l.QueuedAppends() == 3 })
+	testkit.WaitFor(t, "appends queued", func() bool { return l.QueuedAppends() == 3 })
 	release()
 	refused := 0
 	for range 3 {
@@ -495,7 +496,7 @@ func TestMaxStreams(t *testing.T) {
 	}
 	mustAppend(t, l, "c", makeEvents("", 1, 0)...)
 	mustClose(t, l)
-	l = mustOpen(t, path, store.Options{MaxStreams: 3})
+	l = testkit.OpenAt(t, path, store.Options{MaxStreams: 3})
 	if _, err := l.Append(context.Background(), "d", makeEvents("", 1, 0)); !errors.Is(err, store.ErrTooManyStreams) {
 		t.Fatalf("after restart: %v, want ErrTooManyStreams", err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 )
 
@@ -42,7 +43,7 @@ func TestCreateTemp(t *testing.T) {
 		t.Fatalf("the leftover was not emptied: %v, %v", st.Size(), err)
 	}
 	// A real database, so that Inspect can read it after Share.
-	src := mustOpen(t, filepath.Join(dir, "src.db"), store.Options{})
+	src := testkit.OpenAt(t, filepath.Join(dir, "src.db"), store.Options{})
 	mustAppend(t, src, "s", makeEvents("", 3, 0)...)
 	if _, err := src.Backup(live, nil); err != nil {
 		t.Fatal(err)
@@ -90,7 +91,7 @@ func TestCreateTemp(t *testing.T) {
 func compactSource(t *testing.T, dir string) (string, store.Report) {
 	t.Helper()
 	src := filepath.Join(dir, "src.db")
-	l := mustOpen(t, src, store.Options{})
+	l := testkit.OpenAt(t, src, store.Options{})
 	for i := range 20 {
 		mustAppend(t, l, "s", makeEvents("", 100, 100*i)...)
 	}

@@ -8,6 +8,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 )
 
@@ -50,7 +51,7 @@ func TestUpgradeLayout1(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	l := mustOpen(t, path, store.Options{})
+	l := testkit.OpenAt(t, path, store.Options{})
 	info := mustStream(t, l, "s")
 	if info.Count != 1 || info.FirstID != id || !info.LowWater.IsZero() || l.LastID() != id {
 		t.Fatalf("upgraded stream %+v, last id %s", info, l.LastID())

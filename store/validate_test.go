@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 )
 
@@ -111,7 +112,7 @@ func TestValidateType(t *testing.T) {
 // A rejected Append must leave no trace: not one event of the batch, no
 // counter change, no commit, no new LastID.
 func TestAppendRejectsWholeBatch(t *testing.T) {
-	l := mustOpen(t, filepath.Join(t.TempDir(), "log.db"), store.Options{})
+	l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "log.db"), store.Options{})
 	var commits atomic.Int64
 	l.OnCommit(func([]store.Event) { commits.Add(1) })
 	mustAppend(t, l, "s", makeEvents("seed", 1, 0)...)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
@@ -85,7 +86,7 @@ func pullBytes(t *testing.T, sub *stream.Subscription, until store.ID, want []by
 		if len(frames) == 0 {
 			select {
 			case <-wake:
-			case <-time.After(waitFor):
+			case <-time.After(testkit.Wait):
 				t.Fatalf("timed out at cursor %s waiting for %s", sub.Cursor(), until)
 			}
 		}

@@ -9,33 +9,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
-
-// waitFor bounds every wait in these tests; it is generous because the race
-// detector on a small machine is slow, and a passing test never waits it out.
-const waitFor = 20 * time.Second
-
-func mustOpen(tb testing.TB, path string) *store.Log {
-	tb.Helper()
-	l, err := store.Open(path, store.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		if err := l.Close(); err != nil {
-			tb.Error(err)
-		}
-	})
-	return l
-}
 
 // newHub opens a log in a temp dir with a hub over it. The hub is closed
 // before the log.
 func newHub(tb testing.TB, opts stream.Options) (*store.Log, *stream.Hub) {
 	tb.Helper()
-	l := mustOpen(tb, filepath.Join(tb.TempDir(), "events.db"))
+	l := testkit.Open(tb)
 	h := stream.NewHub(l, opts)
 	tb.Cleanup(h.Close)
 	return l, h
@@ -92,7 +75,7 @@ func pull(sub *stream.Subscription, until store.ID, timeout time.Duration) (got 
 
 func mustPull(t *testing.T, sub *stream.Subscription, until store.ID) ([]sseEvent, int) {
 	t.Helper()
-	got, multi, err := pull(sub, until, waitFor)
+	got, multi, err := pull(sub, until, testkit.Wait)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,25 +98,9 @@ func assertIdle(t *testing.T, sub *stream.Subscription) {
 // assertEvents compares what a subscriber received with the log's events.
 func assertEvents(t *testing.T, got []sseEvent, want []store.Event) {
 	t.Helper()
-	if err := diffEvents(got, want); err != nil {
+	if err := testkit.DiffEvents(got, want); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func diffEvents(got []sseEvent, want []store.Event) error {
-	for i := 0; i < len(got) && i < len(want); i++ {
-		w := sseEvent{ID: want[i].ID.String(), Type: want[i].Type, Data: normalizeNewlines(string(want[i].Data))}
-		if w.Type == "" {
-			w.Type = "message"
-		}
-		if got[i] != w {
-			return fmt.Errorf("event %d: got %+v, want %+v", i, got[i], w)
-		}
-	}
-	if len(got) != len(want) {
-		return fmt.Errorf("got %d events, want %d", len(got), len(want))
-	}
-	return nil
 }
 
 func readAfter(t *testing.T, l *store.Log, name string, after store.ID) []store.Event {
@@ -277,7 +244,7 @@ func TestSlowSubscriber(t *testing.T) {
 			} {
 				got, multi := mustPull(t, sub.s, last)
 				got = append(sub.prior, got...)
-				if err := diffEvents(got, readAfter(t, l, "s", sub.start)); err != nil {
+				if err := testkit.DiffEvents(got, readAfter(t, l, "s", sub.start)); err != nil {
 					t.Fatalf("%s: %v", sub.name, err)
 				}
 				if multi == 0 {
@@ -347,7 +314,7 @@ func TestClose(t *testing.T) {
 	h.Close()
 	select {
 	case <-wake:
-	case <-time.After(waitFor):
+	case <-time.After(testkit.Wait):
 		t.Fatal("Close did not wake a waiting subscriber")
 	}
 	if _, _, err := sub.Next(); !errors.Is(err, stream.ErrClosed) {
@@ -402,7 +369,7 @@ func TestFollowing(t *testing.T) {
 // that history as committed: a live subscriber gets only what comes after.
 func TestNewHubOnUsedLog(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "events.db")
-	l := mustOpen(t, path)
+	l := testkit.OpenAt(t, path, store.Options{})
 	old := publish(t, l, "s", 5)
 	h := stream.NewHub(l, stream.Options{})
 	defer h.Close()
@@ -449,7 +416,7 @@ func TestCaughtUpIdle(t *testing.T) {
 		if n.err != nil || n.frames != 0 || n.wake == nil {
 			t.Fatalf("Next = %d frames, wake %v, err %v; want idle", n.frames, n.wake, n.err)
 		}
-	case <-time.After(waitFor):
+	case <-time.After(testkit.Wait):
 		t.Fatal("Next did not return on a caught-up subscription")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
@@ -175,7 +176,7 @@ func TestResetUnknown(t *testing.T) {
 // pullOnce waits for the next frames and parses them.
 func pullOnce(t *testing.T, sub *stream.Subscription) []sseEvent {
 	t.Helper()
-	deadline := time.NewTimer(waitFor)
+	deadline := time.NewTimer(testkit.Wait)
 	defer deadline.Stop()
 	for {
 		frames, wake, err := sub.Next()
@@ -201,7 +202,7 @@ func pullOnce(t *testing.T, sub *stream.Subscription) []sseEvent {
 // nextErr calls Next until it fails or the deadline passes.
 func nextErr(t *testing.T, sub *stream.Subscription) error {
 	t.Helper()
-	deadline := time.NewTimer(waitFor)
+	deadline := time.NewTimer(testkit.Wait)
 	defer deadline.Stop()
 	for {
 		frames, wake, err := sub.Next()

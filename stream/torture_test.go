@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
@@ -121,7 +122,7 @@ func torture(t *testing.T, opts stream.Options) {
 	otherEnd := make(chan store.ID, 1)
 	go func() {
 		defer close(otherDone)
-		otherGot, _, otherErr = pull(other, <-otherEnd, waitFor)
+		otherGot, _, otherErr = pull(other, <-otherEnd, testkit.Wait)
 	}()
 	a := newAcks()
 	stop := make(chan struct{})
@@ -254,7 +255,7 @@ func torture(t *testing.T, opts stream.Options) {
 		end <- final[0]
 	}
 
-	timeout := time.NewTimer(waitFor)
+	timeout := time.NewTimer(testkit.Wait)
 	defer timeout.Stop()
 	all := readAfter(t, l, name, store.ID{})
 	for i := range subscribers {
@@ -282,7 +283,7 @@ func torture(t *testing.T, opts stream.Options) {
 	if otherErr != nil {
 		t.Fatalf("other stream: %v", otherErr)
 	}
-	if err := diffEvents(otherGot, readAfter(t, l, "other", store.ID{})); err != nil {
+	if err := testkit.DiffEvents(otherGot, readAfter(t, l, "other", store.ID{})); err != nil {
 		t.Errorf("other stream: %v", err)
 	}
 	budget := opts.TailBudget
@@ -321,5 +322,5 @@ func checkSubscriber(r subResult, all []store.Event) error {
 			start++
 		}
 	}
-	return diffEvents(r.events, all[start:])
+	return testkit.DiffEvents(r.events, all[start:])
 }

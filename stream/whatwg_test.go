@@ -3,14 +3,12 @@ package stream_test
 import (
 	"bytes"
 	"strings"
+
+	"github.com/sselog/sselog/internal/testkit"
 )
 
 // sseEvent is one event as a browser's EventSource would dispatch it.
-type sseEvent struct {
-	ID   string
-	Type string
-	Data string
-}
+type sseEvent = testkit.SSEEvent
 
 // parseSSE interprets b the way the WHATWG "event stream interpretation"
 // rules do, independently of how AppendFrame writes, so that a frame that

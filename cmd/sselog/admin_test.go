@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 )
 
@@ -116,7 +117,7 @@ func (f fixture) check(t *testing.T, path string) {
 	if fmt.Sprint(r.Deleted) != fmt.Sprint(f.deleted) || len(f.deleted) != 1 {
 		t.Errorf("deleted streams %v, want %v", r.Deleted, f.deleted)
 	}
-	l := mustOpen(t, path)
+	l := testkit.OpenAt(t, path, store.Options{})
 	for s, want := range f.events {
 		if d := diffEvents(storedEvents(t, l, s), want); d != "" {
 			t.Errorf("%s: %s", s, d)
@@ -217,7 +218,7 @@ func TestCompactInspectRefuse(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	held := filepath.Join(dir, "held.db")
-	l := mustOpen(t, held)
+	l := testkit.OpenAt(t, held, store.Options{})
 	appendEvents(t, l, "s", 3, 10)
 	heldBytes, err := os.ReadFile(held)
 	if err != nil {
@@ -437,7 +438,7 @@ func TestCompactOutKilled(t *testing.T) {
 	src, dst := filepath.Join(dir, "x.db"), filepath.Join(dir, "small.db")
 	tmp := dst + ".compacting"
 	// Enough live data that the copy takes a while: a kill lands mid-run.
-	l := mustOpen(t, src)
+	l := testkit.OpenAt(t, src, store.Options{})
 	appendEvents(t, l, "big", 5000, 1000)
 	appendEvents(t, l, "small", 7, 10)
 	want := storedEvents(t, l, "small")
@@ -495,7 +496,7 @@ func TestCompactOutKilled(t *testing.T) {
 	if fmt.Sprint(after.Streams) != fmt.Sprint(before.Streams) || after.LastID != before.LastID {
 		t.Fatalf("the copy holds %+v (last id %s), the original %+v (%s)", after.Streams, after.LastID, before.Streams, before.LastID)
 	}
-	if d := diffEvents(storedEvents(t, mustOpen(t, dst), "small"), want); d != "" {
+	if d := diffEvents(storedEvents(t, testkit.OpenAt(t, dst, store.Options{}), "small"), want); d != "" {
 		t.Errorf("small: %s", d)
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -23,6 +22,9 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/sselog/sselog/internal/testkit"
+	"github.com/sselog/sselog/store"
 )
 
 // tokenFor signs a token valid for an hour granting the sselog claim g.
@@ -154,14 +156,7 @@ func TestServeAuthRefusals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			db := filepath.Join(t.TempDir(), "never", "x.db")
-			_, _, err := runQuick(t, append([]string{"serve", "--addr", "127.0.0.1:0", "--db", db}, tt.args...)...)
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
-			}
-			if _, err := os.Stat(filepath.Dir(db)); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("a refused configuration created %s: %v", filepath.Dir(db), err)
-			}
+			expectRefusedServe(t, tt.args, tt.wantErr)
 		})
 	}
 }
@@ -224,7 +219,7 @@ func TestServeWithSecret(t *testing.T) {
 			t.Fatalf("the log holds a token:\n%s", logs)
 		}
 	}
-	if got := storedEvents(t, mustOpen(t, out), "orders"); diffEvents(got, want) != "" {
+	if got := storedEvents(t, testkit.OpenAt(t, out, store.Options{}), "orders"); diffEvents(got, want) != "" {
 		t.Errorf("backup: %s", diffEvents(got, want))
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 )
 
@@ -270,8 +271,8 @@ func TestBackupUnderLoad(t *testing.T) {
 	}
 	srv.stop(t)
 
-	copyLog := mustOpen(t, out)
-	liveLog := mustOpen(t, live)
+	copyLog := testkit.OpenAt(t, out, store.Options{})
+	liveLog := testkit.OpenAt(t, live, store.Options{})
 	if info, err := copyLog.Stream("bulk"); err != nil || info.Count != 24<<10 {
 		t.Errorf("bulk in the copy: %+v, %v; want %d events", info, err, 24<<10)
 	}
@@ -316,7 +317,7 @@ func TestBackupUnderLoad(t *testing.T) {
 // server's backup endpoint sends it.
 func newDatabaseBytes(t *testing.T) []byte {
 	t.Helper()
-	l := mustOpen(t, filepath.Join(t.TempDir(), "src.db"))
+	l := testkit.OpenAt(t, filepath.Join(t.TempDir(), "src.db"), store.Options{})
 	for i := range 20 {
 		evs := make([]store.Event, 50)
 		for j := range evs {
@@ -438,16 +439,10 @@ func TestBackupInterrupted(t *testing.T) {
 	go func() { done <- run(ctx, []string{"backup", "--url", ts.URL, "--out", out}, io.Discard, io.Discard) }()
 
 	// Interrupt once the first half is on disk.
-	deadline := time.Now().Add(eventTimeout)
-	for {
-		if st, err := os.Stat(out + ".tmp"); err == nil && st.Size() == int64(len(db)/2) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s.tmp never held the first half", out)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.WaitFor(t, out+".tmp to hold the first half", func() bool {
+		st, err := os.Stat(out + ".tmp")
+		return err == nil && st.Size() == int64(len(db)/2)
+	})
 	cancel()
 	select {
 	case err := <-done:
@@ -509,7 +504,7 @@ func TestBackupOverwrite(t *testing.T) {
 		t.Errorf("%s.tmp: %v, want it gone", out, err)
 	}
 	srv.stop(t)
-	if got := storedEvents(t, mustOpen(t, out), "s"); len(got) != 1 || got[0].ID != id {
+	if got := storedEvents(t, testkit.OpenAt(t, out, store.Options{}), "s"); len(got) != 1 || got[0].ID != id {
 		t.Errorf("the replaced file holds %v, want the event %s", got, id)
 	}
 }

@@ -14,6 +14,9 @@ import (
 	"time"
 
 	sse "github.com/tmaxmax/go-sse"
+
+	"github.com/sselog/sselog/internal/testkit"
+	"github.com/sselog/sselog/store"
 )
 
 // gateTransport lets the test hold an SSE client's reconnection attempts
@@ -268,7 +271,7 @@ func TestGoSSEClientAcrossRestart(t *testing.T) {
 	srv.stop(t)
 
 	// What the client saw is exactly what the log holds after its start.
-	stored := storedEvents(t, mustOpen(t, db), "feed")
+	stored := storedEvents(t, testkit.OpenAt(t, db, store.Options{}), "feed")
 	if d := diffEvents(received(), stored[start+1:]); d != "" {
 		t.Errorf("client sequence against the database: %s", d)
 	}

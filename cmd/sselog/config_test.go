@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sselog/sselog/internal/testkit"
+	"github.com/sselog/sselog/store"
 )
 
 func noEnv(string) (string, bool) { return "", false }
@@ -132,7 +135,7 @@ func TestServiceRun(t *testing.T) {
 		t.Errorf("the log does not end with stopped:\n%s", logs)
 	}
 	// run closed the database: it opens again at once, with the event.
-	if got := mustOpen(t, db).LastID(); got.IsZero() {
+	if got := testkit.OpenAt(t, db, store.Options{}).LastID(); got.IsZero() {
 		t.Errorf("after run, the database holds no event")
 	}
 	if _, err := http.Get(base + "/v1/streams/s/events"); err == nil {

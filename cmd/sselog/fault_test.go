@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 )
 
@@ -364,7 +365,7 @@ func TestWriteFailure(t *testing.T) {
 	if err := store.Check(db); err != nil {
 		t.Fatalf("check after the restart: %v", err)
 	}
-	l = mustOpen(t, db)
+	l = testkit.OpenAt(t, db, store.Options{})
 	for _, lg := range []*ledger{big, small} {
 		lg.check(t, "in the file", storedEvents(t, l, lg.stream))
 	}

@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/sselog/sselog/httpapi"
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/retention"
+	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
 
@@ -333,5 +335,5 @@ func TestServeListenFailureReleasesDatabase(t *testing.T) {
 	}
 	// A database left open would make this wait out the lock timeout and
 	// fail.
-	mustOpen(t, db)
+	testkit.OpenAt(t, db, store.Options{})
 }

@@ -2,12 +2,10 @@ package main
 
 import (
 	"bufio"
-	"errors"
 	"io"
 	"math"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -36,14 +34,7 @@ func TestServeLimitRefusals(t *testing.T) {
 		{"memory limit too small", []string{"--memory-limit", "1MiB"}, "below 64MiB"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			db := filepath.Join(t.TempDir(), "never", "x.db")
-			_, _, err := runQuick(t, append([]string{"serve", "--addr", "127.0.0.1:0", "--db", db}, tt.args...)...)
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
-			}
-			if _, err := os.Stat(filepath.Dir(db)); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("a refused configuration created %s: %v", filepath.Dir(db), err)
-			}
+			expectRefusedServe(t, tt.args, tt.wantErr)
 		})
 	}
 }

@@ -1,21 +1,21 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 )
 
@@ -200,7 +200,8 @@ func publishBatch(t *testing.T, url string, data ...string) []string {
 	return ids
 }
 
-// sseEvent is one dispatched SSE event.
+// sseEvent is one dispatched SSE event with its type as the server wrote
+// it: empty for the default "message", as the store keeps it.
 type sseEvent struct{ ID, Type, Data string }
 
 // sseStream reads one SSE response in its own goroutine, keeping every
@@ -210,7 +211,7 @@ type sseStream struct {
 	events  []sseEvent
 	beats   []int // for each heartbeat, how many events had come before it
 	retry   string
-	err     error // why the stream ended: io.EOF for a clean end
+	err     error // why the stream ended: io.EOF (testkit.ErrEnded) for a clean end
 	changed chan struct{}
 	done    chan struct{}
 	close   context.CancelFunc // drops the connection
@@ -220,79 +221,53 @@ type sseStream struct {
 // empty. The request ends with the test.
 func subscribe(t *testing.T, url, lastID string) *sseStream {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if lastID != "" {
-		req.Header.Set("Last-Event-ID", lastID)
-	}
-	// No client timeout: the stream is meant to stay open.
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("subscribe: %v", err)
-	}
-	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		t.Fatalf("subscribe: status %d, Content-Type %q: %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
-	}
-	s := &sseStream{changed: make(chan struct{}, 1), done: make(chan struct{}), close: cancel}
-	go s.read(resp.Body)
+	s, _ := subscribeWith(t, http.DefaultClient, url, lastID)
 	return s
 }
 
-// read parses the subset of the SSE format the server writes: lines end in
-// LF, fields are id, event, data and retry, and comments are skipped.
-func (s *sseStream) read(body io.ReadCloser) {
-	defer body.Close()
-	r := bufio.NewReader(body)
-	var ev sseEvent
-	var data []string
+// subscribeWith is subscribe through a given client; it returns the
+// response too, for what its head says.
+func subscribeWith(t *testing.T, client *http.Client, url, lastID string) (*sseStream, *http.Response) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	// No client timeout: the stream is meant to stay open.
+	r, err := testkit.DialSSE(ctx, client, url, lastID)
+	if err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	s := &sseStream{changed: make(chan struct{}, 1), done: make(chan struct{}), close: cancel}
+	go s.read(r)
+	return s, r.Response()
+}
+
+// read keeps what each block of the stream says until the stream ends.
+func (s *sseStream) read(r *testkit.SSEReader) {
+	defer r.Close()
 	for {
-		line, err := r.ReadString('\n')
+		b, err := r.Next()
+		if err == nil && b.HasData && !b.HasID {
+			err = fmt.Errorf("event without id: %+v", b)
+		}
+		s.mu.Lock()
 		if err != nil {
-			if err == io.EOF && line != "" {
-				err = fmt.Errorf("stream ended inside a line %q: %w", line, io.ErrUnexpectedEOF)
-			}
-			s.mu.Lock()
 			s.err = err
 			s.mu.Unlock()
 			close(s.done)
 			return
 		}
-		line = strings.TrimSuffix(line, "\n")
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch {
-		case line == "":
-			if data != nil {
-				ev.Data = strings.Join(data, "\n")
-				s.mu.Lock()
-				s.events = append(s.events, ev)
-				s.mu.Unlock()
-				s.signal()
-			}
-			ev, data = sseEvent{ID: ev.ID}, nil
-		case field == "":
+		for range b.Comments {
 			// A comment: the heartbeat.
-			s.mu.Lock()
 			s.beats = append(s.beats, len(s.events))
-			s.mu.Unlock()
-			s.signal()
-		case field == "id":
-			ev.ID = value
-		case field == "event":
-			ev.Type = value
-		case field == "data":
-			data = append(data, value)
-		case field == "retry":
-			s.mu.Lock()
-			s.retry = value
-			s.mu.Unlock()
 		}
+		if b.Retry != "" {
+			s.retry = b.Retry
+		}
+		if b.HasData {
+			s.events = append(s.events, sseEvent{ID: b.ID, Type: b.Type, Data: b.Data})
+		}
+		s.mu.Unlock()
+		s.signal()
 	}
 }
 
@@ -373,20 +348,18 @@ func (s *sseStream) waitEnd(t *testing.T) ([]sseEvent, error) {
 	}
 }
 
-// mustOpen opens the database a stopped server left, which also proves
-// that server released it: a held database fails after OpenTimeout.
-func mustOpen(tb testing.TB, path string) *store.Log {
-	tb.Helper()
-	l, err := store.Open(path, store.Options{})
-	if err != nil {
-		tb.Fatalf("reopen: %v", err)
+// expectRefusedServe runs serve with args and checks that it fails with an
+// error containing wantErr before it touches the database.
+func expectRefusedServe(t *testing.T, args []string, wantErr string) {
+	t.Helper()
+	db := filepath.Join(t.TempDir(), "never", "x.db")
+	_, _, err := runQuick(t, append([]string{"serve", "--addr", "127.0.0.1:0", "--db", db}, args...)...)
+	if err == nil || !strings.Contains(err.Error(), wantErr) {
+		t.Fatalf("err = %v, want one containing %q", err, wantErr)
 	}
-	tb.Cleanup(func() {
-		if err := l.Close(); err != nil && !errors.Is(err, store.ErrClosed) {
-			tb.Errorf("close: %v", err)
-		}
-	})
-	return l
+	if _, err := os.Stat(filepath.Dir(db)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused configuration created %s: %v", filepath.Dir(db), err)
+	}
 }
 
 // storedEvents reads a whole stream as the SSE events a subscriber sees.

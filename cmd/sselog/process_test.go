@@ -12,6 +12,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sselog/sselog/internal/testkit"
+	"github.com/sselog/sselog/store"
 )
 
 // childArgsEnv carries the arguments of a re-executed test binary. It has
@@ -122,10 +125,10 @@ func TestChildSIGTERM(t *testing.T) {
 		t.Fatalf("after SIGTERM the child exited with %v, want status 0\nstderr:\n%s", err, c.stderr)
 	}
 	t.Logf("exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
-	if _, err := sub.waitEnd(t); err != io.EOF {
+	if _, err := sub.waitEnd(t); !errors.Is(err, io.EOF) {
 		t.Errorf("stream ended with %v, want a clean end (EOF)", err)
 	}
-	l := mustOpen(t, db)
+	l := testkit.OpenAt(t, db, store.Options{})
 	if got := storedEvents(t, l, "s"); len(got) != 1 || got[0].ID != id {
 		t.Errorf("after SIGTERM the database holds %v, want the one event %s", got, id)
 	}

@@ -6,7 +6,8 @@ import (
 	"net/http"
 	"path/filepath"
 	"testing"
-	"time"
+
+	"github.com/sselog/sselog/internal/testkit"
 )
 
 type streamView struct {
@@ -52,14 +53,11 @@ func TestServeRetention(t *testing.T) {
 	}
 	ids := publishBatch(t, srv.eventsURL("s"), data...)
 
-	deadline := time.Now().Add(eventTimeout)
 	var v streamView
-	for v = getStream(t, srv.URL, "s"); v.Count != 5; v = getStream(t, srv.URL, "s") {
-		if time.Now().After(deadline) {
-			t.Fatalf("stream not trimmed to 5 events: %+v", v)
-		}
-		time.Sleep(10 * time.Millisecond) // polling the API, with a deadline
-	}
+	testkit.WaitFor(t, "the stream to be trimmed to 5 events", func() bool {
+		v = getStream(t, srv.URL, "s")
+		return v.Count == 5
+	})
 	if v.FirstID != ids[5] || v.LowWater != ids[4] {
 		t.Fatalf("after trim %+v; want first %s, low water %s", v, ids[5], ids[4])
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
 )
 
@@ -62,14 +63,14 @@ func TestServeEndToEnd(t *testing.T) {
 
 	srv.stop(t)
 	got, err := sub.waitEnd(t)
-	if err != io.EOF {
+	if !errors.Is(err, io.EOF) {
 		t.Errorf("stream ended with %v, want a clean end (EOF)", err)
 	}
 	if d := diffEvents(got, want); d != "" {
 		t.Errorf("after stop: %s", d)
 	}
 
-	l := mustOpen(t, db)
+	l := testkit.OpenAt(t, db, store.Options{})
 	if d := diffEvents(storedEvents(t, l, "orders"), want); d != "" {
 		t.Errorf("stored: %s", d)
 	}
@@ -165,7 +166,7 @@ func TestServeShutdownWithSubscriberAndPublishes(t *testing.T) {
 	sub.waitFor(t, 50)
 	srv.stop(t)
 	got, err := sub.waitEnd(t)
-	if err != io.EOF {
+	if !errors.Is(err, io.EOF) {
 		t.Errorf("stream ended with %v, want a clean end (EOF)", err)
 	}
 	// Every publisher must now fail: the server is gone.
@@ -177,7 +178,7 @@ func TestServeShutdownWithSubscriberAndPublishes(t *testing.T) {
 		t.Fatal("publishers still succeeding after the server stopped")
 	}
 
-	l := mustOpen(t, db)
+	l := testkit.OpenAt(t, db, store.Options{})
 	stored := storedEvents(t, l, "busy")
 	mu.Lock()
 	defer mu.Unlock()

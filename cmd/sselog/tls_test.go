@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -61,30 +61,6 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 	return certFile, keyFile, pool
 }
 
-// subscribeWith is subscribe through a given client.
-func subscribeWith(t *testing.T, client *http.Client, url string) (*sseStream, *http.Response) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Last-Event-ID", "00000000000000000000000000")
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatalf("subscribe: %v", err)
-	}
-	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		t.Fatalf("subscribe: status %d: %s", resp.StatusCode, b)
-	}
-	s := &sseStream{changed: make(chan struct{}, 1), done: make(chan struct{})}
-	go s.read(resp.Body)
-	return s, resp
-}
-
 // TestServeTLS serves HTTPS with a self-signed certificate and checks that
 // a client trusting it speaks HTTP/2, publishes, and follows two SSE
 // streams at once on its one connection; and that an HTTP/1.1 client over
@@ -125,7 +101,7 @@ func TestServeTLS(t *testing.T) {
 	subs := make([]*sseStream, len(streams))
 	for i, name := range streams {
 		var resp *http.Response
-		subs[i], resp = subscribeWith(t, client, srv.eventsURL(name))
+		subs[i], resp = subscribeWith(t, client, srv.eventsURL(name), zeroID)
 		if resp.ProtoMajor != 2 {
 			t.Fatalf("stream %s: %s, want HTTP/2", name, resp.Proto)
 		}
@@ -159,7 +135,7 @@ func TestServeTLS(t *testing.T) {
 	// from net/http.
 	h1 := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
 	t.Cleanup(h1.CloseIdleConnections)
-	sub, resp := subscribeWith(t, &http.Client{Transport: h1}, srv.eventsURL("a"))
+	sub, resp := subscribeWith(t, &http.Client{Transport: h1}, srv.eventsURL("a"), zeroID)
 	if resp.ProtoMajor != 1 {
 		t.Fatalf("%s, want HTTP/1.1", resp.Proto)
 	}
@@ -177,7 +153,7 @@ func TestServeTLS(t *testing.T) {
 	}
 	srv.stop(t)
 	for i := range subs {
-		if _, err := subs[i].waitEnd(t); err != io.EOF {
+		if _, err := subs[i].waitEnd(t); !errors.Is(err, io.EOF) {
 			t.Errorf("stream %s ended with %v, want a clean end", streams[i], err)
 		}
 	}
