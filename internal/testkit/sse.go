@@ -118,8 +118,8 @@ func (c *SSEReader) ReadLine() (string, error) { return c.r.ReadString('\n') }
 
 // Next reads one block. The server ends lines with LF only; a CR before it
 // is tolerated. Fields follow the WHATWG rules; an unknown one is an error.
-// The end of the stream at a line boundary is ErrEnded; inside a line it
-// is io.ErrUnexpectedEOF alone.
+// The end of the stream between blocks is ErrEnded; inside a line or a
+// block (an event cut short) it is io.ErrUnexpectedEOF alone.
 func (c *SSEReader) Next() (SSEBlock, error) {
 	var b SSEBlock
 	var data []string
@@ -127,9 +127,15 @@ func (c *SSEReader) Next() (SSEBlock, error) {
 		line, err := c.r.ReadString('\n')
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				err = ErrEnded
-				if line != "" {
+				switch {
+				case line != "":
 					err = fmt.Errorf("stream ended inside a line %q: %w", line, io.ErrUnexpectedEOF)
+				case b.HasData || b.HasID || b.Type != "" || b.Retry != "" || b.Comments > 0 || len(data) > 0:
+					// A block begun and not ended is a cut event, not
+					// a clean end.
+					err = fmt.Errorf("stream ended inside a block: %w", io.ErrUnexpectedEOF)
+				default:
+					err = ErrEnded
 				}
 			}
 			return b, err

@@ -38,6 +38,7 @@ func TestSSEReaderEnd(t *testing.T) {
 	}{
 		{"at a block boundary", "id: 1\ndata: a\n\n", true},
 		{"inside a line", "id: 1\ndata: a\n\nid: 2\nda", false},
+		{"inside a block, at a line boundary", "id: 1\ndata: a\n\nid: 2\ndata: half\n", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := reader(tc.wire)

@@ -205,10 +205,13 @@ func (wr *Wire) Close() {
 	}
 }
 
-// Wait waits for the taken-over streams to end. When ctx ends first, it
-// closes their connections, waits for them to return, and returns ctx's
-// error.
+// Wait closes the wire (Close) if it is not already, and waits for the
+// taken-over streams to end. When ctx ends first, it closes their
+// connections, waits for them to return, and returns ctx's error.
 func (wr *Wire) Wait(ctx context.Context) error {
+	// After Close no stream is counted any more, so the wait cannot race
+	// with a new one.
+	wr.Close()
 	done := make(chan struct{})
 	go func() { wr.streams.Wait(); close(done) }()
 	select {
