@@ -374,7 +374,12 @@ func TestHostileRequests(t *testing.T) {
 			if !slices.Contains(tc.want, a.status) {
 				t.Fatalf("answer %d (connection: %v): %.300s; want one of %v", a.status, a.closed, a.body, tc.want)
 			}
-			if a.status == closed && !isCleanClose(a.closed) {
+			// A client still trickling its request when the server closes
+			// the connection has its next bytes answered by the kernel
+			// with a reset: the same close, seen by a client that kept
+			// writing. Which one it sees depends on the timing alone.
+			stillWriting := tc.trickle > 0 && errors.Is(a.closed, syscall.ECONNRESET)
+			if a.status == closed && !isCleanClose(a.closed) && !stillWriting {
 				t.Fatalf("connection ended with %v, want a clean close", a.closed)
 			}
 			if a.status >= 400 && !tc.netHTTP && method != http.MethodHead {
