@@ -35,9 +35,10 @@
 //     memory for the bytes that have arrived, not the length it announces,
 //     and all bodies together at most Options.BodyMemory (beyond it, 503
 //     with Retry-After). No read or write deadline is ever set ahead of
-//     time on a request, since over HTTP/2 that keeps a stream the client
-//     has reset in memory until it fires; a watchdog sets one in the past
-//     once an operation has run out its time.
+//     time on an HTTP/2 request, since that keeps a stream the client has
+//     reset in memory until it fires; a watchdog sets one in the past once
+//     an operation has run out its time. (Over HTTP/1.1, where a deadline
+//     costs nothing after the client goes, deadlines are set ahead.)
 //   - Listener caps the open connections and watches the framing of
 //     plain-text HTTP/1.x: a request with both Content-Length and
 //     Transfer-Encoding, or any request after one whose framing it could

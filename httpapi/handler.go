@@ -51,7 +51,8 @@ type Options struct {
 	// stored hold together. A body takes its share as its bytes arrive,
 	// not as its Content-Length announces, and a request that would take
 	// more than is left is answered 503 with Retry-After. Zero means
-	// DefaultBodyMemory; it must not be below MaxBody.
+	// DefaultBodyMemory; below MaxBody it is raised to fit one body of
+	// MaxBody.
 	BodyMemory int64
 	// Retention is the server's default retention, the same value the
 	// retention worker is given, shown with each stream's override and
@@ -161,8 +162,7 @@ func (h *Handler) Close() { h.wire.Close() }
 // returns ctx's error. Call it after Shutdown, before closing the log, for
 // a stop in which no stream reads a closed log.
 func (h *Handler) Drain(ctx context.Context) error {
-	h.wire.Close()
-	return h.wire.Wait(ctx)
+	return h.wire.Wait(ctx) // which closes first
 }
 
 // ServeHTTP implements http.Handler.

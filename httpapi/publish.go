@@ -163,8 +163,7 @@ func readBody(r io.Reader, contentLength, limit int64, budget *byteBudget) (body
 	}
 }
 
-// byteBudget caps the bytes held by several holders together. A nil
-// budget has no cap.
+// byteBudget caps the bytes held by several holders together.
 type byteBudget struct {
 	max  int64
 	used atomic.Int64
@@ -173,9 +172,6 @@ type byteBudget struct {
 // take reserves n bytes, and reports false, reserving nothing, when that
 // would exceed the cap.
 func (b *byteBudget) take(n int64) bool {
-	if b == nil {
-		return true
-	}
 	if b.used.Add(n) > b.max {
 		b.used.Add(-n)
 		return false
@@ -185,7 +181,7 @@ func (b *byteBudget) take(n int64) bool {
 
 // give returns n bytes reserved by take.
 func (b *byteBudget) give(n int64) {
-	if b != nil && n != 0 {
+	if n != 0 {
 		b.used.Add(-n)
 	}
 }

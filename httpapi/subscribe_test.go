@@ -144,7 +144,7 @@ func TestEmptyStream(t *testing.T) {
 // progress for WriteTimeout, and publishing never waits for it.
 func TestSlowReaderDisconnected(t *testing.T) {
 	s := newServer(t, httpapi.Options{WriteTimeout: 200 * time.Millisecond, Heartbeat: time.Hour}, stream.Options{})
-	conn, err := smallBufferDialer().Dial("tcp", s.Listener.Addr().String())
+	conn, err := testkit.SmallBufferDialer().Dial("tcp", s.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

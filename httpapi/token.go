@@ -121,7 +121,9 @@ func NewVerifier(opts VerifierOptions) (*Verifier, error) {
 		opts.Now = time.Now
 	}
 	v := &Verifier{key: opts.Key, methods: methods, leeway: opts.Leeway, now: opts.Now}
-	v.parser = jwt.NewParser(jwt.WithValidMethods(methods))
+	// The algorithm is checked with the signature (checkSignature); the
+	// parser only decodes.
+	v.parser = jwt.NewParser()
 	v.validator = jwt.NewValidator(
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(opts.Leeway),
@@ -257,11 +259,12 @@ func (g *grants) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// tokenClaims is what a token's payload is decoded into. jwt's parser
-// decodes the payload with encoding/json, which calls UnmarshalJSON below
-// with all of it, and then validates exp and nbf through the embedded
-// RegisteredClaims' getters: so every claim jwt checks, and every grant,
-// went through the exact parse.
+// tokenClaims is what a token's payload is decoded into, once its
+// signature has been checked: jwt's parser decodes the payload with
+// encoding/json, which calls UnmarshalJSON below with all of it, and jwt's
+// validator then checks exp and nbf through the embedded RegisteredClaims'
+// getters. So every claim jwt checks, and every grant, went through the
+// exact parse.
 type tokenClaims struct {
 	jwt.RegisteredClaims
 	Sselog grants `json:"sselog"`

@@ -25,6 +25,8 @@ var (
 // than drop the marks.
 const layoutVersion = 2
 
+// counters are a stream's entry in the streams bucket: running totals, so
+// that listing streams never walks their events, and what retention and
 // deletion removed, so that a client resuming from before it is told.
 type counters struct {
 	Count uint64
@@ -129,11 +131,9 @@ func prepareLayout(tx *bolt.Tx) (last ID, err error) {
 		}
 	}
 	meta := tx.Bucket(bucketMeta)
-	if v := meta.Get(keyVersion); v == nil {
-		if err := meta.Put(keyVersion, []byte{layoutVersion}); err != nil {
-			return ID{}, err
-		}
-	} else if len(v) == 1 && v[0] == 1 {
+	// A new file is stamped; a version 1 file is upgraded by the same
+	// stamp (its counters read as having no mark).
+	if v := meta.Get(keyVersion); v == nil || len(v) == 1 && v[0] == 1 {
 		if err := meta.Put(keyVersion, []byte{layoutVersion}); err != nil {
 			return ID{}, err
 		}

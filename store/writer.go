@@ -236,5 +236,3 @@ func putEvents(tx *bolt.Tx, r *appendOp, arena *[]byte) error {
 	c.Deleted = false
 	return st.Put([]byte(r.stream), c.encode())
 }
-
-// counters are a stream's entry in the streams bucket: running totals, so

@@ -201,8 +201,7 @@ func (h *Hub) push(f *followed, run []store.Event) {
 		f.tail.shrink(h.share())
 	}
 	h.tailCost.Add(int64(f.tail.cost() - before))
-	close(f.notify)
-	f.notify = make(chan struct{})
+	f.wakeLocked()
 	f.mu.Unlock()
 	if over && h.tailCost.Load() > budget {
 		h.sweep()
@@ -294,9 +293,14 @@ type followed struct {
 // on it, and replaces it for the next wait.
 func (f *followed) wake() {
 	f.mu.Lock()
+	f.wakeLocked()
+	f.mu.Unlock()
+}
+
+// wakeLocked is wake for a caller that holds f.mu.
+func (f *followed) wakeLocked() {
 	close(f.notify)
 	f.notify = make(chan struct{})
-	f.mu.Unlock()
 }
 
 // SubscribeAfter opens a cursor over stream that resumes after the id

@@ -32,6 +32,7 @@ func TestServeLimitRefusals(t *testing.T) {
 		{"zero idle timeout", []string{"--idle-timeout", "0s"}, "--idle-timeout must be positive"},
 		{"memory limit not a size", []string{"--memory-limit", "lots"}, "invalid size"},
 		{"memory limit too small", []string{"--memory-limit", "1MiB"}, "below 64MiB"},
+		{"memory limit a byte too small", []string{"--memory-limit", "67108863"}, "below 64MiB"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			expectRefusedServe(t, tt.args, tt.wantErr)
@@ -81,6 +82,7 @@ func TestServeMemoryLimit(t *testing.T) {
 		{"GOMEMLIMIT wins over the default", []string{"GOMEMLIMIT=100MiB"}, nil, 100 << 20},
 		{"the flag wins over GOMEMLIMIT", []string{"GOMEMLIMIT=100MiB"}, []string{"--memory-limit", "300MiB"}, 300 << 20},
 		{"no limit", nil, []string{"--memory-limit", "0"}, math.MaxInt64},
+		{"the least accepted", nil, []string{"--memory-limit", "64MiB"}, 64 << 20},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

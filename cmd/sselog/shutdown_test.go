@@ -3,13 +3,14 @@ package main
 import (
 	"bufio"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sselog/sselog/internal/testkit"
 )
 
 // TestShutdownWithStalledSubscriber: a subscriber that never reads holds
@@ -20,22 +21,33 @@ import (
 // to 10.016 s.
 func TestShutdownWithStalledSubscriber(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		timeout time.Duration
+	}{
+		{"default", nil, defaultShutdownTimeout},
+		{"--shutdown-timeout 3s", []string{"--shutdown-timeout", "3s"}, 3 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			stopStalled(t, tc.args, tc.timeout)
+		})
+	}
+}
+
+// stopStalled runs a server with a stalled subscriber, stops it with
+// SIGTERM and checks it exits within timeout, having waited for the
+// stalled stream until then.
+func stopStalled(t *testing.T, args []string, timeout time.Duration) {
 	db := filepath.Join(t.TempDir(), "x.db")
-	c := startChild(t, "serve", "--addr", "127.0.0.1:0", "--db", db)
+	c := startChild(t, append([]string{"serve", "--addr", "127.0.0.1:0", "--db", db}, args...)...)
 	base := waitServing(t, c.stdout, c.stderr, c.exited, func() error { return c.err })
 	addr := strings.TrimPrefix(base, "http://")
 
 	// A subscriber with a small receive window that reads its answer's
 	// head and then nothing.
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	conn, err := d.Dial("tcp", addr)
+	conn, err := testkit.SmallBufferDialer().Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,12 +76,12 @@ func TestShutdownWithStalledSubscriber(t *testing.T) {
 	}
 	took := time.Since(start)
 	t.Logf("exited %v after SIGTERM with a stalled subscriber", took.Round(time.Millisecond))
-	if took >= defaultShutdownTimeout {
-		t.Errorf("exit took %v, want under the %v shutdown timeout", took, defaultShutdownTimeout)
+	if took >= timeout {
+		t.Errorf("exit took %v, want under the %v shutdown timeout", took, timeout)
 	}
 	// The stall was real: the process waited for the stream until the
 	// budget, less what is kept for closing.
-	if took < defaultShutdownTimeout-2*closeReserve {
+	if took < timeout-2*closeReserve {
 		t.Errorf("exit took %v: the subscriber was not stalled, or was cut before the budget", took)
 	}
 	if !strings.Contains(c.stderr.String(), "cut off at the shutdown limit") {

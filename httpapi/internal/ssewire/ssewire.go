@@ -35,8 +35,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -193,16 +195,18 @@ func (wr *Wire) remove(n notifier) {
 // Close ends the wire: no new stream starts, and every running one is told
 // to end. It does not wait.
 func (wr *Wire) Close() {
-	wr.mu.Lock()
-	wr.closing.Store(true)
-	sinks := make([]notifier, 0, len(wr.sinks))
-	for n := range wr.sinks {
-		sinks = append(sinks, n)
-	}
-	wr.mu.Unlock()
-	for _, n := range sinks {
+	for _, n := range wr.running(func() { wr.closing.Store(true) }) {
 		n.notifyClosing()
 	}
+}
+
+// running returns the running streams, after mark has run under the lock
+// that add takes: a stream added later sees what mark set.
+func (wr *Wire) running(mark func()) []notifier {
+	wr.mu.Lock()
+	defer wr.mu.Unlock()
+	mark()
+	return slices.Collect(maps.Keys(wr.sinks))
 }
 
 // Wait closes the wire (Close) if it is not already, and waits for the
@@ -219,15 +223,8 @@ func (wr *Wire) Wait(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 	}
-	wr.mu.Lock()
-	wr.killed = true
-	sinks := make([]notifier, 0, len(wr.sinks))
-	for n := range wr.sinks {
-		sinks = append(sinks, n)
-	}
-	wr.mu.Unlock()
 	// Outside the lock: closing a connection may take time of its own.
-	for _, n := range sinks {
+	for _, n := range wr.running(func() { wr.killed = true }) {
 		n.kill()
 	}
 	<-done

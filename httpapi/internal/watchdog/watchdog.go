@@ -29,6 +29,7 @@ type Watchdog struct {
 
 	mu      sync.Mutex
 	timer   *time.Timer
+	armed   bool      // the timer is pending
 	active  bool      // an operation is under watch
 	since   time.Time // when the operation began or last made progress
 	done    bool      // closed: expire is never called again
@@ -42,16 +43,20 @@ func New(timeout time.Duration, expire func()) *Watchdog {
 }
 
 // Start puts an operation under watch: unless progress is reported, it is
-// ended once it has run for the timeout.
+// ended once it has run for the timeout. The timer is armed only when it
+// is not already pending: a stream that sends often touches it about once
+// a timeout, not once a send; when it fires early, it waits again.
 func (d *Watchdog) Start() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.active, d.since = true, time.Now()
-	if d.timer == nil {
+	switch {
+	case d.timer == nil:
 		d.timer = time.AfterFunc(d.timeout, d.fire)
-	} else {
+	case !d.armed:
 		d.timer.Reset(d.timeout)
 	}
+	d.armed = true
 }
 
 // Progress reports that the operation moved on: the timeout counts again
@@ -62,12 +67,12 @@ func (d *Watchdog) Progress() {
 	d.mu.Unlock()
 }
 
-// Stop ends the watch over the current operation.
+// Stop ends the watch over the current operation. A pending timer is left
+// to fire, find nothing under watch, and lapse.
 func (d *Watchdog) Stop() {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	d.active = false
-	d.timer.Stop()
+	d.mu.Unlock()
 }
 
 // Close stops the watchdog for good and reports whether it ended an
@@ -87,12 +92,14 @@ func (d *Watchdog) fire() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.done || !d.active {
+		d.armed = false
 		return
 	}
 	if wait := d.timeout - time.Since(d.since); wait > 0 {
 		d.timer.Reset(wait)
 		return
 	}
+	d.armed = false
 	d.expired = true
 	d.expire()
 }

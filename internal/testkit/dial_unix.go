@@ -1,6 +1,6 @@
 //go:build unix
 
-package httpapi_test
+package testkit
 
 import (
 	"errors"
@@ -8,10 +8,11 @@ import (
 	"syscall"
 )
 
-// smallBufferDialer sets a small, fixed receive buffer before connecting,
+// SmallBufferDialer sets a small, fixed receive buffer before connecting,
 // so that the kernel absorbs little for a client that stops reading (Linux
-// would otherwise let the buffer grow to tens of MiB).
-func smallBufferDialer() *net.Dialer {
+// would otherwise let the buffer grow to tens of MiB): a server writing to
+// it blocks soon.
+func SmallBufferDialer() *net.Dialer {
 	return &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) {
