@@ -12,8 +12,8 @@ import (
 // Authorization header), so each is named exactly: there is no wildcard.
 const (
 	corsMethods = "GET, POST, PUT, DELETE"
-	corsHeaders = "Authorization, Content-Type, Last-Event-ID"
-	corsExpose  = "Retry-After, WWW-Authenticate"
+	corsHeaders = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"
+	corsExpose  = "Idempotent-Replayed, Retry-After, WWW-Authenticate"
 	// corsMaxAge is how long a browser may cache a preflight's answer.
 	corsMaxAge = 10 * time.Minute
 )

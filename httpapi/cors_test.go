@@ -97,7 +97,7 @@ func TestCORS(t *testing.T) {
 				t.Errorf("Access-Control-Allow-Credentials %q", got)
 			}
 			if !tt.preflight {
-				if got := hdr.Get("Access-Control-Expose-Headers"); !strings.Contains(got, "WWW-Authenticate") {
+				if got := hdr.Get("Access-Control-Expose-Headers"); !strings.Contains(got, "WWW-Authenticate") || !strings.Contains(got, "Idempotent-Replayed") {
 					t.Errorf("Access-Control-Expose-Headers %q", got)
 				}
 				return
@@ -107,7 +107,7 @@ func TestCORS(t *testing.T) {
 			}
 			for k, want := range map[string]string{
 				"Access-Control-Allow-Methods": "GET, POST, PUT, DELETE",
-				"Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID",
+				"Access-Control-Allow-Headers": "Authorization, Content-Type, Idempotency-Key, Last-Event-ID",
 				"Access-Control-Max-Age":       "600",
 			} {
 				if got := hdr.Get(k); got != want {

@@ -45,12 +45,15 @@ func errorStatus(err error) (status int, public string) {
 		errors.Is(err, store.ErrEmptyBatch),
 		errors.Is(err, store.ErrInvalidID),
 		errors.Is(err, store.ErrInvalidPolicy),
+		errors.Is(err, store.ErrInvalidKey),
 		errors.Is(err, eventjson.ErrMalformed):
 		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, ErrNoToken), errors.Is(err, ErrInvalidToken):
 		return http.StatusUnauthorized, err.Error()
 	case errors.Is(err, ErrForbidden):
 		return http.StatusForbidden, err.Error()
+	case errors.Is(err, store.ErrKeyReused):
+		return http.StatusUnprocessableEntity, err.Error()
 	case errors.Is(err, store.ErrStreamNotFound):
 		return http.StatusNotFound, err.Error()
 	case errors.Is(err, store.ErrTooManyStreams):

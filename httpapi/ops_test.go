@@ -42,7 +42,10 @@ type streamFields struct {
 // streamDoc is GET /v1/streams/{stream}.
 type streamDoc struct {
 	streamFields
-	Retention retentionDoc `json:"retention"`
+	Retention   retentionDoc `json:"retention"`
+	Idempotency struct {
+		Window string `json:"window"`
+	} `json:"idempotency"`
 }
 
 // mustDo sends a request that must be answered with want; error answers
@@ -124,6 +127,9 @@ func TestGetStream(t *testing.T) {
 			}
 			if got.streamFields != tc.want {
 				t.Fatalf("got %+v, want %+v", got, tc.want)
+			}
+			if got.Idempotency.Window != "24h0m0s" {
+				t.Fatalf("idempotency window %q, want the default 24h0m0s", got.Idempotency.Window)
 			}
 		})
 	}

@@ -1,7 +1,10 @@
 package httpapi
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -21,6 +24,12 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
+	// A bad key is refused before the body is read.
+	keyName, keyed, err := idempotencyKey(r)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
 	body, release, err := h.readJSONBody(w, r)
 	if err != nil {
 		h.writeError(w, r, err)
@@ -34,8 +43,19 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	ids, err := h.log.Append(r.Context(), name, events)
-	if err != nil {
+	var ids []store.ID
+	if keyed {
+		var replayed bool
+		key := store.Key{Name: keyName, Digest: digest(events, batch)}
+		ids, replayed, err = h.log.AppendOnce(r.Context(), name, key, events)
+		if err != nil {
+			h.writeError(w, r, err)
+			return
+		}
+		if replayed {
+			w.Header().Set("Idempotent-Replayed", "true")
+		}
+	} else if ids, err = h.log.Append(r.Context(), name, events); err != nil {
 		h.writeError(w, r, err)
 		return
 	}
@@ -56,6 +76,52 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusCreated)
 	_, _ = w.Write(out)
+}
+
+// idempotencyKeyHeader is the canonical form of Idempotency-Key
+// (draft-ietf-httpapi-idempotency-key-header).
+const idempotencyKeyHeader = "Idempotency-Key"
+
+// idempotencyKey returns the request's Idempotency-Key, if it has one.
+//
+// A request repeats another when its decoded events are the same and it
+// has the same shape (one event or a batch), since the shape decides the
+// answer's: digest covers exactly that, so whitespace and key order in
+// the body do not count, and a batch of one is not the same request as
+// one event.
+func idempotencyKey(r *http.Request) (name string, keyed bool, err error) {
+	values, keyed := r.Header[idempotencyKeyHeader]
+	if !keyed {
+		return "", false, nil
+	}
+	if len(values) != 1 {
+		return "", false, errorf(http.StatusBadRequest, "Idempotency-Key: give exactly one")
+	}
+	if err := store.ValidateKey(values[0]); err != nil {
+		return "", false, fmt.Errorf("Idempotency-Key: %w", err)
+	}
+	return values[0], true, nil
+}
+
+// digest hashes what a publish request asks to store. Every field is
+// length-prefixed, so no two requests hash the same input.
+func digest(events []store.Event, batch bool) [32]byte {
+	d := sha256.New()
+	var buf [2 * binary.MaxVarintLen64]byte
+	head := buf[:0]
+	if batch {
+		head = append(head, 1)
+	} else {
+		head = append(head, 0)
+	}
+	d.Write(binary.AppendUvarint(head, uint64(len(events))))
+	for i := range events {
+		d.Write(binary.AppendUvarint(buf[:0], uint64(len(events[i].Type))))
+		io.WriteString(d, events[i].Type)
+		d.Write(binary.AppendUvarint(buf[:0], uint64(len(events[i].Data))))
+		d.Write(events[i].Data)
+	}
+	return [32]byte(d.Sum(nil))
 }
 
 // readJSONBody reads a request's JSON body within the read timeout, the

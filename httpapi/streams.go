@@ -14,7 +14,14 @@ import (
 // streamView is a stream as GET /v1/streams/{stream} shows it.
 type streamView struct {
 	store.StreamInfo
-	Retention retentionView `json:"retention"`
+	Retention   retentionView   `json:"retention"`
+	Idempotency idempotencyView `json:"idempotency"`
+}
+
+// idempotencyView states how long the stream remembers an
+// Idempotency-Key: the server's window, the same for every stream.
+type idempotencyView struct {
+	Window string `json:"window"`
 }
 
 type retentionView struct {
@@ -45,7 +52,11 @@ func (h *Handler) getStream(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, streamView{StreamInfo: info, Retention: ret})
+	writeJSON(w, http.StatusOK, streamView{
+		StreamInfo:  info,
+		Retention:   ret,
+		Idempotency: idempotencyView{Window: h.log.IdempotencyWindow().String()},
+	})
 }
 
 // deleteStream removes a stream with its events and policy. Its subscribers

@@ -102,8 +102,12 @@ type Stats struct {
 	// size.
 	Trimmed int
 	Bytes   uint64
-	// Transactions is how many trim transactions the pass committed.
+	// Transactions is how many trim and expiry transactions the pass
+	// committed.
 	Transactions int
+	// KeysExpired is how many idempotency keys past their window the pass
+	// removed.
+	KeysExpired int
 	// Took is the pass's duration, measured on the real clock (Options.Now
 	// fixes only the cut points).
 	Took time.Duration
@@ -116,6 +120,7 @@ func (s Stats) LogValue() slog.Value {
 		slog.Int("streams_trimmed", s.StreamsTrimmed),
 		slog.Int("events", s.Trimmed),
 		slog.Uint64("bytes", s.Bytes),
+		slog.Int("keys_expired", s.KeysExpired),
 		slog.Int("transactions", s.Transactions),
 		slog.Duration("took", s.Took),
 	)
@@ -123,8 +128,9 @@ func (s Stats) LogValue() slog.Value {
 
 // RunOnce makes one pass over every stream: it takes one cut point from
 // the clock for the whole pass, reads each stream's override, and trims
-// each stream that is over its limits, in chunks of at most Options.Chunk events per
-// transaction. It checks ctx between chunks and returns ctx's error if it
+// each stream that is over its limits, in chunks of at most Options.Chunk
+// events per transaction; then it removes the idempotency keys whose
+// window ended by the same clock, in chunks of the same size. It checks ctx between chunks and returns ctx's error if it
 // ended the pass early. An error trimming one stream does not stop the
 // pass: the others are still trimmed and the errors are returned joined.
 // Errors are returned, not logged.
@@ -178,7 +184,34 @@ func (w *Worker) pass(ctx context.Context, st *Stats) error {
 			break // nothing more can be done in this pass
 		}
 	}
+	if ctx.Err() == nil && !errors.Is(errors.Join(errs...), store.ErrClosed) {
+		if err := w.expireKeys(ctx, now, st); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// expireKeys removes the idempotency keys whose window ended by now, in
+// chunks of the same size as a trim's, for the same reason.
+func (w *Worker) expireKeys(ctx context.Context, now time.Time, st *Stats) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, more, err := w.log.ExpireKeys(now, w.chunk)
+		if err != nil {
+			return err
+		}
+		st.KeysExpired += n
+		if n > 0 {
+			st.Transactions++
+		}
+		if !more {
+			return nil
+		}
+		runtime.Gosched()
+	}
 }
 
 // trim removes what cut selects from stream, one chunk per transaction,
@@ -225,7 +258,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			return fmt.Errorf("retention: %w", err)
 		case err != nil:
 			w.logger.Error("retention pass failed", "stats", st, "err", err)
-		case st.Trimmed > 0:
+		case st.Trimmed > 0 || st.KeysExpired > 0:
 			w.logger.Info("retention pass", "stats", st)
 		}
 		select {

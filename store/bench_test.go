@@ -2,6 +2,8 @@ package store_test
 
 import (
 	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
 	"flag"
 	"os"
 	"path/filepath"
@@ -40,6 +42,13 @@ func BenchmarkAppendSingle(b *testing.B) {
 // transactions, one event per Append. Exactly 32 goroutines on any
 // GOMAXPROCS, so results compare across machines.
 func BenchmarkAppendParallel32(b *testing.B) {
+	b.Run("plain", func(b *testing.B) { benchAppendParallel(b, false) })
+	// Each call with a key of its own: the cost of idempotency on the
+	// path every keyed publish takes.
+	b.Run("keyed", func(b *testing.B) { benchAppendParallel(b, true) })
+}
+
+func benchAppendParallel(b *testing.B, keyed bool) {
 	const callers = 32
 	l := testkit.OpenAt(b, filepath.Join(b.TempDir(), "log.db"), store.Options{})
 	var commits atomic.Int64
@@ -56,8 +65,22 @@ func BenchmarkAppendParallel32(b *testing.B) {
 		wg.Go(func() {
 			evs := []store.Event{{Type: "page_view", Data: payload(g)}}
 			stream := []string{"s0", "s1", "s2", "s3"}[g%4]
-			for next.Add(1) <= int64(b.N) {
-				if _, err := l.Append(ctx, stream, evs); err != nil {
+			var key store.Key
+			for {
+				n := next.Add(1)
+				if n > int64(b.N) {
+					return
+				}
+				var err error
+				if keyed {
+					// Keys as clients make them: random, like a UUID.
+					key.Name = fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64())
+					key.Digest[0] = byte(n)
+					_, _, err = l.AppendOnce(ctx, stream, key, evs)
+				} else {
+					_, err = l.Append(ctx, stream, evs)
+				}
+				if err != nil {
 					failed.CompareAndSwap(nil, &err)
 					return
 				}
@@ -73,8 +96,6 @@ func BenchmarkAppendParallel32(b *testing.B) {
 	b.ReportMetric(float64(b.N)/float64(commits.Load()), "events/commit")
 }
 
-// BenchmarkAppendBatch100 is one caller handing over 100 events at a time,
-// the bulk-publish path.
 func BenchmarkAppendBatch100(b *testing.B) {
 	const batch = 100
 	l := testkit.OpenAt(b, filepath.Join(b.TempDir(), "log.db"), store.Options{})

@@ -178,6 +178,16 @@ func Check(path string) (err error) {
 				}
 			}
 		}
+		if b := tx.Bucket(bucketIdem); b != nil {
+			if err := b.ForEach(func(k, v []byte) error {
+				if _, err := decodeKeyRecord(k, v); err != nil {
+					return fmt.Errorf("%w: %s: the idempotency record %x is malformed", ErrCorrupt, path, k)
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
 		held := make(map[string]*heldEvents)
 		events := tx.Bucket(bucketEvents)
 		var e Event

@@ -125,7 +125,10 @@ func prepareLayout(tx *bolt.Tx) (last ID, err error) {
 			return ID{}, err
 		}
 	}
-	for _, name := range [][]byte{bucketEvents, bucketStreams, bucketMeta, bucketPolicy} {
+	// The idempotency bucket came after version 2 without a new version:
+	// a binary that does not know it leaves it alone, and one that does
+	// adds it to a file made before it.
+	for _, name := range [][]byte{bucketEvents, bucketStreams, bucketMeta, bucketPolicy, bucketIdem} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return ID{}, err
 		}

@@ -64,6 +64,10 @@ type Options struct {
 	// create one more fails with ErrTooManyStreams. Deleting a stream makes
 	// room. Zero means no limit.
 	MaxStreams int
+	// IdempotencyWindow is how long AppendOnce remembers a key, from the
+	// time of the first request that used it. Zero means
+	// DefaultIdempotencyWindow.
+	IdempotencyWindow time.Duration
 }
 
 // Log is the durable event log. It is safe for concurrent use.
@@ -88,6 +92,10 @@ type Log struct {
 	hooks    atomic.Pointer[[]func([]Event)]
 	delHooks atomic.Pointer[[]func(stream string, lowWater ID)]
 	last     atomic.Pointer[ID] // newest committed id
+
+	now    func() time.Time
+	window time.Duration // how long idempotency keys are remembered
+	keys   *keyIndex
 }
 
 // Open opens or creates the database at path. The parent directory must
@@ -114,6 +122,9 @@ func Open(path string, opts Options) (_ *Log, err error) {
 	}
 	if opts.QueueLen <= 0 {
 		opts.QueueLen = DefaultQueueLen
+	}
+	if opts.IdempotencyWindow <= 0 {
+		opts.IdempotencyWindow = DefaultIdempotencyWindow
 	}
 	_, statErr := os.Stat(path)
 	created := errors.Is(statErr, fs.ErrNotExist)
@@ -157,11 +168,17 @@ func Open(path string, opts Options) (_ *Log, err error) {
 		done:   make(chan struct{}),
 		live:   make(map[string]struct{}),
 		maxStr: opts.MaxStreams,
+		now:    opts.Now,
+		window: opts.IdempotencyWindow,
+		keys:   newKeyIndex(),
 	}
 	var last ID
 	err = db.Update(func(tx *bolt.Tx) error {
 		var err error
 		if last, err = prepareLayout(tx); err != nil {
+			return err
+		}
+		if err := l.loadKeys(tx); err != nil {
 			return err
 		}
 		// live is kept only for MaxStreams: one entry per stream, not per
@@ -218,6 +235,18 @@ func (l *Log) Append(ctx context.Context, stream string, events []Event) ([]ID, 
 	if err := ValidateStream(stream); err != nil {
 		return nil, err
 	}
+	r, err := newAppendOp(stream, events)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.run(ctx, r); err != nil {
+		return nil, err
+	}
+	return r.ids(), nil
+}
+
+// newAppendOp validates events and copies them into an op for the writer.
+func newAppendOp(stream string, events []Event) (*appendOp, error) {
 	if len(events) == 0 {
 		return nil, ErrEmptyBatch
 	}
@@ -238,22 +267,20 @@ func (l *Log) Append(ctx context.Context, stream string, events []Event) ([]ID, 
 		r.events[i] = Event{Stream: stream, Type: events[i].Type, Data: data[start:len(data):len(data)]}
 		r.size += events[i].encodedLen() + len(ID{})
 	}
+	return r, nil
+}
+
+// run queues r and waits for the writer's answer or the end of ctx.
+func (l *Log) run(ctx context.Context, r *appendOp) error {
 	if err := l.enqueue(ctx, r); err != nil {
-		return nil, err
+		return err
 	}
 	select {
 	case err := <-r.err:
-		if err != nil {
-			return nil, err
-		}
+		return err
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
-	ids := make([]ID, len(r.events))
-	for i := range r.events {
-		ids[i] = r.events[i].ID
-	}
-	return ids, nil
 }
 
 // Close stops accepting appends, commits those already queued, and closes

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -21,7 +22,25 @@ type appendOp struct {
 	err    chan error // buffered; the writer's one answer
 	// refused is set by admit for an append it keeps out of the commit.
 	refused error
+	// key is set for AppendOnce. The commit looks it up before storing:
+	// found, it sets replayed to the ids it names (or refused, for another
+	// digest) and stores nothing.
+	key      *Key
+	keyHash  keyHash
+	replayed []ID
 }
+
+// ids returns the ids the writer gave r's events.
+func (r *appendOp) ids() []ID {
+	ids := make([]ID, len(r.events))
+	for i := range r.events {
+		ids[i] = r.events[i].ID
+	}
+	return ids
+}
+
+// stores reports whether the commit stored r's events.
+func (r *appendOp) stores() bool { return r.refused == nil && r.replayed == nil }
 
 // deleteOp is one DeleteStream call, committed in a transaction of its
 // own and answered with the stream's final low-water mark in lowWater.
@@ -146,16 +165,38 @@ func (l *Log) commit(gen *generator, group []*appendOp, created []string, arena 
 	size := 0
 	for _, r := range group {
 		size += r.size
+		if r.key != nil {
+			size += len(r.key.Digest) + 2 + len(r.stream) + len(r.key.Name) + 16*len(r.events)
+		}
 	}
 	if cap(*arena) < size {
 		*arena = make([]byte, 0, size)
 	}
 	*arena = (*arena)[:0]
+	var (
+		keyed   []*appendOp // appends whose key lookup may refuse or replay them
+		pending groupKeys   // the keys this group stores
+	)
 	err := l.db.Update(func(tx *bolt.Tx) error {
 		var last ID
 		for _, r := range group {
 			if r.refused != nil {
 				continue
+			}
+			if r.key != nil {
+				keyed = append(keyed, r)
+				ids, found, err := l.lookupGroupKey(tx, r, pending)
+				if errors.Is(err, ErrKeyReused) {
+					r.refused = err
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				if found {
+					r.replayed = ids
+					continue
+				}
 			}
 			for i := range r.events {
 				r.events[i].ID = gen.next()
@@ -164,11 +205,27 @@ func (l *Log) commit(gen *generator, group []*appendOp, created []string, arena 
 			if err := putEvents(tx, r, arena); err != nil {
 				return err
 			}
+			if r.key != nil {
+				if err := putKey(tx, r, arena); err != nil {
+					return err
+				}
+				if pending == nil {
+					pending = make(groupKeys)
+				}
+				pending[r.keyHash] = r
+			}
+		}
+		if last.IsZero() {
+			return nil // every append was a repeat: no new id
 		}
 		return tx.Bucket(bucketMeta).Put(keyLastID, last[:])
 	})
 	if err != nil {
 		l.logger.Error("commit failed", "events", countEvents(group), "err", err)
+		// What the lookups decided rests on a transaction that is gone.
+		for _, r := range keyed {
+			r.refused, r.replayed = nil, nil
+		}
 		for _, name := range created {
 			delete(l.live, name)
 		}
@@ -176,9 +233,16 @@ func (l *Log) commit(gen *generator, group []*appendOp, created []string, arena 
 	}
 	*batch = (*batch)[:0]
 	for _, r := range group {
-		if r.refused == nil {
+		if r.stores() {
 			*batch = append(*batch, r.events...)
 		}
+	}
+	if len(keyed) > 0 {
+		l.indexKeys(group)
+		l.forgetUncreated(group, created)
+	}
+	if len(*batch) == 0 {
+		return nil
 	}
 	last := (*batch)[len(*batch)-1].ID
 	l.last.Store(&last)
@@ -186,6 +250,24 @@ func (l *Log) commit(gen *generator, group []*appendOp, created []string, arena 
 		fn(*batch)
 	}
 	return nil
+}
+
+// forgetUncreated takes out of live the streams admit counted as created
+// by a group whose appends to them were all repeats or refused by their
+// key: nothing was stored, so the streams still do not exist.
+func (l *Log) forgetUncreated(group []*appendOp, created []string) {
+	for _, name := range created {
+		stored := false
+		for _, r := range group {
+			if r.stream == name && r.stores() {
+				stored = true
+				break
+			}
+		}
+		if !stored {
+			delete(l.live, name)
+		}
+	}
 }
 
 // answer tells each caller of group how its append ended: refused by

@@ -62,6 +62,8 @@ type serveConfig struct {
 	retainBytes    byteLimit
 	retainInterval time.Duration
 
+	idempotencyWindow time.Duration
+
 	pprof         string
 	insecurePprof bool
 
@@ -105,6 +107,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.Uint64Var(&c.retainEvents, "retain-events", 0, "default retention: keep at most this many events per stream (0: no limit)")
 	fs.Var(&c.retainBytes, "retain-bytes", "default retention: keep at most this many stored bytes per stream, with KiB/MiB/GiB (0: no limit)")
 	fs.DurationVar(&c.retainInterval, "retain-interval", retention.DefaultInterval, "time between retention passes")
+	fs.DurationVar(&c.idempotencyWindow, "idempotency-window", store.DefaultIdempotencyWindow, "how long a publish's Idempotency-Key is remembered: a repeat within it stores nothing and gets the first answer")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.IntVar(&c.maxSubscribers, "max-subscribers", 0, "most open SSE streams; more are told to retry later (0: no limit)")
@@ -200,6 +203,7 @@ func (c *serveConfig) check() error {
 		{"idle-timeout", c.idleTimeout},
 		{"shutdown-timeout", c.shutdown},
 		{"retain-interval", c.retainInterval},
+		{"idempotency-window", c.idempotencyWindow},
 	} {
 		if d.v <= 0 {
 			return fmt.Errorf("--%s must be positive", d.name)

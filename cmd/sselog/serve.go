@@ -81,7 +81,7 @@ func newService(c *config) (*service, error) {
 			return nil, fmt.Errorf("create database directory: %w", err)
 		}
 	}
-	log, err := store.Open(c.db, store.Options{Logger: c.logger, MaxStreams: c.maxStreams})
+	log, err := store.Open(c.db, store.Options{Logger: c.logger, MaxStreams: c.maxStreams, IdempotencyWindow: c.idempotencyWindow})
 	if err != nil {
 		return nil, err
 	}

@@ -31,6 +31,11 @@ type poster struct {
 	br      *bufio.Reader
 	head    []byte // the request line and fixed headers
 	out     []byte // the request being written, then the answer's body
+	// key, when set, is sent as the next request's Idempotency-Key.
+	key []byte
+	// replayed is set by readAnswer when the answer says it repeats an
+	// earlier one (Idempotent-Replayed: true).
+	replayed bool
 }
 
 func newPoster(t *target, timeout time.Duration) *poster {
@@ -75,6 +80,9 @@ func (p *poster) publish(ctx context.Context, body []byte) ([]byte, error) {
 	}
 	p.out = append(p.out[:0], p.head...)
 	p.out = strconv.AppendInt(p.out, int64(len(body)), 10)
+	if p.key != nil {
+		p.out = append(append(p.out, "\r\nIdempotency-Key: "...), p.key...)
+	}
 	p.out = append(p.out, "\r\n\r\n"...)
 	p.out = append(p.out, body...)
 	if _, err := p.conn.Write(p.out); err != nil {
@@ -91,6 +99,10 @@ func (p *poster) publish(ctx context.Context, body []byte) ([]byte, error) {
 	}
 	if status != http.StatusCreated {
 		return answer, &publishError{status: status, body: string(bytes.TrimSpace(answer))}
+	}
+	if p.replayed {
+		// Every key is new: a repeat would be measured as a publish.
+		return answer, fmt.Errorf("publish: key %s was answered as a repeat", p.key)
 	}
 	return answer, nil
 }
@@ -113,6 +125,7 @@ func (p *poster) readAnswer() (status int, body []byte, keep bool, err error) {
 		return 0, nil, false, fmt.Errorf("%w: status line %q", errMalformed, line)
 	}
 	keep = line[7] == '1'
+	p.replayed = false
 	length, chunked := int64(-1), false
 	for {
 		line, err = p.br.ReadSlice('\n')
@@ -139,6 +152,8 @@ func (p *poster) readAnswer() (status int, body []byte, keep bool, err error) {
 			chunked = bytes.EqualFold(value, []byte("chunked"))
 		case bytes.EqualFold(name, []byte("Connection")):
 			keep = keep && !bytes.EqualFold(value, []byte("close"))
+		case bytes.EqualFold(name, []byte("Idempotent-Replayed")):
+			p.replayed = bytes.Equal(value, []byte("true"))
 		}
 	}
 	body = p.out[:0]

@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +23,7 @@ type publishConfig struct {
 	size       int
 	duration   time.Duration
 	events     int64
+	keys       bool
 }
 
 func publishFlags(stderr io.Writer) (*flag.FlagSet, *common, workload) {
@@ -31,6 +34,7 @@ func publishFlags(stderr io.Writer) (*flag.FlagSet, *common, workload) {
 	fs.IntVar(&p.size, "size", DefaultSize, "bytes of each event's data (compact JSON)")
 	fs.DurationVar(&p.duration, "duration", 10*time.Second, "how long to publish (ignored with -n)")
 	fs.Int64Var(&p.events, "n", 0, "publish this many events (rounded up to whole batches) instead of for --duration")
+	fs.BoolVar(&p.keys, "idempotency", false, "send a new Idempotency-Key with every request (a repeat answer fails the run)")
 	return fs, c, func(ctx context.Context, e *env) (report, error) { return runPublish(ctx, e, p) }
 }
 
@@ -38,6 +42,7 @@ type publishReport struct {
 	runInfo
 	Publishers     int     `json:"publishers"`
 	Batch          int     `json:"batch"`
+	Idempotency    bool    `json:"idempotency"`
 	Size           int     `json:"size_bytes"`
 	Duration       float64 `json:"duration_s"`
 	Requests       int64   `json:"requests"`
@@ -52,8 +57,12 @@ type publishReport struct {
 func (r *publishReport) base() *runInfo { return &r.runInfo }
 
 func (r *publishReport) rows() []row {
+	keys := ""
+	if r.Idempotency {
+		keys = ", an Idempotency-Key on each request"
+	}
 	rows := []row{
-		{"publishers", fmt.Sprintf("%d × batch %d, %d-byte data", r.Publishers, r.Batch, r.Size)},
+		{"publishers", fmt.Sprintf("%d × batch %d, %d-byte data%s", r.Publishers, r.Batch, r.Size, keys)},
 		{"duration", fmt.Sprintf("%.2f s", r.Duration)},
 		{"events", fmtCount(r.Events)},
 		{"requests", fmtCount(r.Requests)},
@@ -94,6 +103,9 @@ func runPublish(ctx context.Context, e *env, p *publishConfig) (report, error) {
 		tickets atomic.Int64
 		workers = make([]publisher, p.publishers)
 	)
+	// Keys are new on every run too, so a run against a server that kept
+	// an earlier run's keys stores rather than replays.
+	run := fmt.Sprintf("bench-%x", rand.Uint64())
 	cpu := startCPU(e.pid)
 	start := time.Now()
 	end := start.Add(p.duration)
@@ -104,6 +116,10 @@ func runPublish(ctx context.Context, e *env, p *publishConfig) (report, error) {
 			defer wg.Done()
 			poster := newPoster(e.t, e.timeout)
 			defer poster.close()
+			var prefix []byte
+			if p.keys {
+				prefix = fmt.Appendf(nil, "%s-%d-", run, i)
+			}
 			failing := 0
 			for ctx.Err() == nil {
 				if limit >= 0 {
@@ -112,6 +128,9 @@ func runPublish(ctx context.Context, e *env, p *publishConfig) (report, error) {
 					}
 				} else if !time.Now().Before(end) {
 					return
+				}
+				if prefix != nil {
+					poster.key = strconv.AppendInt(append(poster.key[:0], prefix...), w.requests, 10)
 				}
 				t0 := time.Now()
 				_, err := poster.publish(ctx, body)
@@ -135,7 +154,7 @@ func runPublish(ctx context.Context, e *env, p *publishConfig) (report, error) {
 	wg.Wait()
 	wall := time.Since(start)
 
-	r := &publishReport{runInfo: e.info, Publishers: p.publishers, Batch: p.batch, Size: p.size, Duration: wall.Seconds()}
+	r := &publishReport{runInfo: e.info, Publishers: p.publishers, Batch: p.batch, Idempotency: p.keys, Size: p.size, Duration: wall.Seconds()}
 	cpu.stop(&r.runInfo)
 	var h histogram
 	for i := range workers {
