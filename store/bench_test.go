@@ -2,9 +2,9 @@ package store_test
 
 import (
 	"encoding/binary"
+	"flag"
 	"fmt"
 	"math/rand/v2"
-	"flag"
 	"os"
 	"path/filepath"
 	"sync"
