@@ -8,11 +8,15 @@
 //     failed disk write is 503 with Retry-After, and nothing of it is
 //     stored or visible.
 //   - An SSE response starts with a "retry:" hint flushed at once, then
-//     replays every event after the client's Last-Event-ID (header, else the
-//     last_event_id query parameter), then follows live, and sends a comment
-//     line whenever it has been idle for the heartbeat interval. When the
-//     stream cannot continue exactly after that id, the stream package's
-//     "reset" event says so first.
+//     replays the events from its start, then follows live, and sends a
+//     comment line whenever it has been idle for the heartbeat interval.
+//     The start is the Last-Event-ID header when it is present and not
+//     empty, whatever the query says; else at most one of the query
+//     parameters last_event_id (after that id), since (the first event at
+//     or after a time) and last (the newest n events); else only what is
+//     committed from then on. When the stream cannot continue exactly
+//     after a resume id, the stream package's "reset" event says so first;
+//     a start by time or by count claims no continuity and is sent none.
 //   - Client input never reaches a frame unvalidated, and bad input is
 //     answered with a 4xx JSON error and changes nothing. Every error goes
 //     through one function, writeError, which maps it to a status.

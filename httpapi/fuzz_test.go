@@ -123,7 +123,8 @@ func checkServerAnswer(t *testing.T, resp *http.Response, body []byte) {
 
 // FuzzSubscribeResume sends any Last-Event-ID header and any query to the
 // SSE endpoint. Where both reach the server intact, the answer is exactly
-// what the README says: the header wins unless it is empty, an id that is
+// what the README says: the header wins unless it is empty, a query that
+// also gives since or last is a stream or a 400, an id that is
 // not a ULID is a 400 before the stream starts, an accepted one is a ULID
 // and the stream replays every event after it (or, past the newest id in
 // the database, starts with a reset). Anything else, CR, LF and NUL
@@ -194,6 +195,21 @@ func FuzzSubscribeResume(f *testing.F) {
 		source, resume := "Last-Event-ID", strings.Trim(header, " \t")
 		if resume == "" {
 			q, _ := url.ParseQuery(query)
+			if q.Get("since") != "" || q.Get("last") != "" {
+				// A start by time or by count (FuzzParseSince and
+				// start_test.go hold their values), alone or beside
+				// another start: a stream, or a 400.
+				given := 0
+				for _, p := range []string{"last_event_id", "since", "last"} {
+					if q.Get(p) != "" {
+						given++
+					}
+				}
+				if given > 1 && resp.StatusCode != http.StatusBadRequest || !sse && resp.StatusCode != http.StatusBadRequest {
+					t.Fatalf("query %q: status %d (%s), want a stream or a 400 (400 for more than one start)", query, resp.StatusCode, body)
+				}
+				return
+			}
 			source, resume = "last_event_id", q.Get("last_event_id")
 		}
 		id, perr := store.ParseID(resume)
@@ -229,7 +245,8 @@ func FuzzSubscribeResume(f *testing.F) {
 }
 
 // FuzzHistoryQuery sends any query to the history endpoint. Where it reaches
-// the server intact, the answer is exactly the README's: after and limit
+// the server intact, the answer is exactly the README's: last is a 400,
+// since a page or a 400 (a 400 beside after); after and limit
 // are the first values of their names, after must be a ULID or empty,
 // limit a number of at least 1 (strconv.Atoi's syntax) or empty, else 400;
 // and a 200 holds the events after after, at most limit of them (1000 at
@@ -266,6 +283,15 @@ func FuzzHistoryQuery(f *testing.F) {
 		}
 
 		q, _ := url.ParseQuery(query)
+		if q.Get("last") != "" || q.Get("since") != "" {
+			// last is refused on history; since starts a page by time
+			// (FuzzParseSince and start_test.go hold its values).
+			if (q.Get("last") != "" || q.Get("after") != "") && resp.StatusCode != http.StatusBadRequest ||
+				resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("query %q: status %d: %s", query, resp.StatusCode, body)
+			}
+			return
+		}
 		after, limit := store.ID{}, httpapi.DefaultHistoryLimit
 		var bad []string
 		if s := q.Get("after"); s != "" {

@@ -18,8 +18,9 @@ type historyEvent struct {
 	Time string          `json:"time"`
 }
 
-// history answers a page of a stream's events after an id, for clients
-// that backfill without SSE. A stream with no events has an empty history.
+// history answers a page of a stream's events after an id, or from a
+// time, for clients that backfill without SSE. A stream with no events
+// has an empty history.
 func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 	name := mux.Vars(r)["stream"]
 	if err := store.ValidateStream(name); err != nil {
@@ -27,11 +28,30 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
+	if q.Get("last") != "" {
+		// A page of the newest n would page backwards, which history does
+		// not; the SSE stream takes last.
+		h.writeError(w, r, errorf(http.StatusBadRequest, "last is not supported on history; use since or after"))
+		return
+	}
+	afterText, sinceText := q.Get("after"), q.Get("since")
+	if afterText != "" && sinceText != "" {
+		h.writeError(w, r, errorf(http.StatusBadRequest, "give after or since, not both"))
+		return
+	}
 	var after store.ID
-	if s := q.Get("after"); s != "" {
-		id, err := store.ParseID(s)
+	if afterText != "" {
+		id, err := store.ParseID(afterText)
 		if err != nil {
 			h.writeError(w, r, errorf(http.StatusBadRequest, "after: %v", err))
+			return
+		}
+		after = id
+	}
+	if sinceText != "" {
+		id, err := parseSince(sinceText)
+		if err != nil {
+			h.writeError(w, r, err)
 			return
 		}
 		after = id
@@ -64,6 +84,9 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	// gap: events after `after` were removed by retention or deletion, so
-	// this page does not continue exactly from it.
-	writeJSON(w, http.StatusOK, map[string]any{"events": out, "gap": bounds.Gap(after)})
+	// this page does not continue exactly from it. A page from a time
+	// continues nothing: it starts at the oldest retained event at or
+	// after it, whatever was removed before.
+	gap := sinceText == "" && bounds.Gap(after)
+	writeJSON(w, http.StatusOK, map[string]any{"events": out, "gap": gap})
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,18 +25,10 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	source, resume := "Last-Event-ID", r.Header.Get("Last-Event-ID")
-	if resume == "" {
-		source, resume = "last_event_id", r.URL.Query().Get("last_event_id")
-	}
-	var after store.ID
-	if resume != "" {
-		id, err := store.ParseID(resume)
-		if err != nil {
-			h.writeError(w, r, errorf(http.StatusBadRequest, "%s: %v", source, err))
-			return
-		}
-		after = id
+	st, err := sseStart(r)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
 	}
 	release, ok := h.takeSlot(r)
 	if !ok {
@@ -44,18 +37,10 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		ssewire.RetryOnly(w, r, h.retryLine(true))
 		return
 	}
-	// A client that names an id resumes after it (the log is read first);
-	// one that names none wants only what is committed from now on.
-	var sub *stream.Subscription
-	var err error
-	if resume != "" {
-		sub, err = h.hub.SubscribeAfter(name, after)
-	} else {
-		sub, err = h.hub.SubscribeLive(name)
-	}
+	sub, err := h.subscription(name, st)
 	if err != nil {
 		release()
-		if errors.Is(err, stream.ErrClosed) {
+		if errors.Is(err, stream.ErrClosed) || errors.Is(err, store.ErrClosed) {
 			// Shutting down: told to come back.
 			ssewire.RetryOnly(w, r, h.retryLine(true))
 			return
@@ -83,6 +68,186 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		// The connection is in an unknown state: give up on it.
 		h.logger.Debug("starting the stream failed", "stream", name, "err", err)
 	}
+}
+
+// MaxLast is the largest count the "last" parameter of an SSE stream
+// takes: its start is found by walking back that many keys in one read
+// transaction, which must stay short.
+const MaxLast = 10000
+
+// startKind is how an SSE stream begins.
+type startKind int
+
+const (
+	// startLive: only what is committed from now on.
+	startLive startKind = iota
+	// startResume: after an id the client was handed (Last-Event-ID, or
+	// last_event_id); exact, with a reset where it cannot be.
+	startResume
+	// startSince: at the first event at or after a time.
+	startSince
+	// startLast: with the newest n events.
+	startLast
+)
+
+// start is where an SSE stream begins: after the id after (startResume,
+// startSince), or with the newest last events (startLast).
+type start struct {
+	kind  startKind
+	after store.ID
+	last  int
+}
+
+// sseStart reads where a stream begins from the request. The
+// Last-Event-ID header, when present and not empty, wins over every query
+// parameter, invalid ones included: it is what a reconnecting EventSource
+// sends, and its resume must stay exact whatever URL the page was opened
+// with. Otherwise at most one of last_event_id, since and last may be
+// given (an empty value is not given); none means live.
+func sseStart(r *http.Request) (start, error) {
+	if s := r.Header.Get("Last-Event-ID"); s != "" {
+		id, err := store.ParseID(s)
+		if err != nil {
+			return start{}, errorf(http.StatusBadRequest, "Last-Event-ID: %v", err)
+		}
+		return start{kind: startResume, after: id}, nil
+	}
+	q := r.URL.Query()
+	var given []string
+	for _, p := range []string{"last_event_id", "since", "last"} {
+		if q.Get(p) != "" {
+			given = append(given, p)
+		}
+	}
+	if len(given) > 1 {
+		return start{}, errorf(http.StatusBadRequest, "give at most one of last_event_id, since and last (got %s)", strings.Join(given, " and "))
+	}
+	if len(given) == 0 {
+		return start{kind: startLive}, nil
+	}
+	switch v := q.Get(given[0]); given[0] {
+	case "last_event_id":
+		id, err := store.ParseID(v)
+		if err != nil {
+			return start{}, errorf(http.StatusBadRequest, "last_event_id: %v", err)
+		}
+		return start{kind: startResume, after: id}, nil
+	case "since":
+		after, err := parseSince(v)
+		if err != nil {
+			return start{}, err
+		}
+		return start{kind: startSince, after: after}, nil
+	default:
+		n, err := parseLast(v)
+		if err != nil {
+			return start{}, err
+		}
+		return start{kind: startLast, last: n}, nil
+	}
+}
+
+// subscription subscribes to stream from st. A client that names an id
+// resumes after it (the log is read first, and a reset says where that
+// cannot be exact); one that names nothing wants only what is committed
+// from now on. A start by time or by count claims no continuity, so it
+// goes through SubscribeStart: no reset for events removed before it, or
+// for a time beyond the newest event. A start by count finds its id in one
+// read transaction, then subscribes after it: what is committed in
+// between is replayed like everything after that id.
+func (h *Handler) subscription(name string, st start) (*stream.Subscription, error) {
+	switch st.kind {
+	case startResume:
+		return h.hub.SubscribeAfter(name, st.after)
+	case startSince:
+		return h.hub.SubscribeStart(name, st.after)
+	case startLast:
+		after, err := h.log.StartOfLast(name, st.last)
+		if err != nil {
+			return nil, err
+		}
+		return h.hub.SubscribeStart(name, after)
+	default:
+		return h.hub.SubscribeLive(name)
+	}
+}
+
+// parseSince reads a "since" parameter, an RFC 3339 time (with or
+// without a fraction of a second) or a number of Unix milliseconds
+// (ASCII digits only), and returns the id to read after to start at the
+// first event at or after that time (store.IDBefore).
+//
+// time.Parse is laxer than RFC 3339 (a comma before the fraction, an
+// offset of 24 hours or more), and a query parameter is no place for
+// guesses: the text must also have RFC 3339's shape.
+func parseSince(s string) (store.ID, error) {
+	var t time.Time
+	if digitsOnly(s) {
+		ms, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			// Only a number too large for int64 fails here.
+			return store.ID{}, errorf(http.StatusBadRequest, "since: %.40q Unix milliseconds: %v", s, store.ErrTimeRange)
+		}
+		t = time.UnixMilli(ms)
+	} else {
+		var err error
+		t, err = time.Parse(time.RFC3339Nano, s)
+		if err != nil || !rfc3339Shape(s) {
+			return store.ID{}, errorf(http.StatusBadRequest, "since: %.40q is neither an RFC 3339 time (2026-01-02T15:04:05Z, 2026-01-02T15:04:05.123+02:00) nor Unix milliseconds (digits only)", s)
+		}
+	}
+	after, err := store.IDBefore(t)
+	if err != nil {
+		return store.ID{}, errorf(http.StatusBadRequest, "since: %.40q: %v", s, err)
+	}
+	return after, nil
+}
+
+// rfc3339Shape reports whether s, which time.Parse accepted as RFC 3339,
+// has the grammar's shape after the seconds: an optional "." and digits,
+// then "Z" or an offset of at most 23:59. (time.Parse checks the fields
+// before it, and refuses a lower-case "t" or "z".)
+func rfc3339Shape(s string) bool {
+	const secs = len("2006-01-02T15:04:05")
+	if len(s) <= secs {
+		return false
+	}
+	rest := s[secs:]
+	if rest[0] == '.' {
+		i := 1
+		for i < len(rest) && '0' <= rest[i] && rest[i] <= '9' {
+			i++
+		}
+		if i == 1 {
+			return false
+		}
+		rest = rest[i:]
+	}
+	if rest == "Z" {
+		return true
+	}
+	return len(rest) == len("+00:00") && (rest[0] == '+' || rest[0] == '-') && rest[3] == ':' &&
+		digitsOnly(rest[1:3]) && digitsOnly(rest[4:]) && rest[1:3] <= "23" && rest[4:] <= "59"
+}
+
+// parseLast reads a "last" parameter: ASCII digits only, 1 to MaxLast.
+func parseLast(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if !digitsOnly(s) || err != nil || n < 1 || n > MaxLast {
+		return 0, errorf(http.StatusBadRequest, "last must be a number of events from 1 to %d (digits only), not %.40q", MaxLast, s)
+	}
+	return n, nil
+}
+
+// digitsOnly reports whether s is one or more ASCII digits: no sign, no
+// space, no exponent, no other script's digits.
+func digitsOnly(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // takeSlot counts an SSE stream against the subscriber limits, and reports

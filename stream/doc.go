@@ -20,7 +20,12 @@
 // resume point is newer than any id in the database. "deleted": the stream
 // was deleted; the subscription ends after the reset (Next returns
 // ErrDeleted). A subscriber reading live frames from the tail already has
-// every event, so a trim behind it does not reset it.
+// every event, so a trim behind it does not reset it. A subscription opened
+// with SubscribeStart (a start by time or by count, whose cursor is a
+// computed bound rather than an event the client was handed) is spared
+// the resets its first read of the log would give (events removed before
+// its start, a start beyond the newest id); a trim that passes it later,
+// or a deletion while it is open, is told like any other.
 //
 // Nothing is ever dropped for a slow subscriber: when the tail has moved on
 // past it, it reads from the log again. The SSE frame of a committed event

@@ -313,6 +313,25 @@ func (h *Hub) SubscribeAfter(name string, after store.ID) (*Subscription, error)
 	return h.subscribe(name, after, true)
 }
 
+// SubscribeStart opens a cursor over stream that starts after the id
+// after, as a new start rather than a resume: it hands out every retained
+// event of the stream with a larger id, then follows live, like
+// SubscribeAfter, but its first read claims no continuity with after, so
+// it sends no reset for events removed before it (it starts at the oldest
+// retained event) nor for an id beyond the newest (it waits for events
+// above after). A start by time or by count uses it: such an after is a
+// computed bound, not an event the client has seen. From its first read
+// on, the subscription is as exact as any other: a trim that passes it
+// later, or a deletion, is told with a reset.
+func (h *Hub) SubscribeStart(name string, after store.ID) (*Subscription, error) {
+	s, err := h.subscribe(name, after, true)
+	if err != nil {
+		return nil, err
+	}
+	s.starting = true
+	return s, nil
+}
+
 // SubscribeLive opens a cursor over stream that starts after the newest
 // committed event: it hands out only the events committed from now on, and
 // no reset, since it has no resume point that could have been trimmed.

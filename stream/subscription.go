@@ -32,6 +32,10 @@ type Subscription struct {
 	// serve it: only the log knows whether events after the resume point
 	// were trimmed, and the tail may still hold them.
 	resuming bool
+	// starting marks a first read that claims no continuity with the
+	// cursor (SubscribeStart): events removed after it, or a cursor beyond
+	// the newest id, are not told with a reset. It ends with that read.
+	starting bool
 }
 
 // Cursor is the id of the last event Next handed out (or the starting
@@ -105,7 +109,7 @@ func (s *Subscription) Next() ([][]byte, <-chan struct{}, error) {
 			s.putPage()
 			return nil, nil, err
 		}
-		s.resuming = false
+		s.resuming, s.starting = false, false
 		if n == 0 {
 			s.buf = nil
 			s.putPage()
@@ -173,7 +177,16 @@ func (s *Subscription) replay(floor store.ID, allowance int) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("replay %s: %w", s.f.name, err)
 	}
-	if s.resuming && bounds.Newest.Compare(s.cursor) < 0 {
+	switch {
+	case s.starting:
+		// A start owes nothing below the low-water mark: the cursor moves
+		// up to it, so that a later read does not take the removed events
+		// for a gap in what this subscriber was handed. A cursor beyond
+		// the newest id stays, and what follows is filtered by it.
+		if cursor.Compare(bounds.LowWater) < 0 {
+			cursor = bounds.LowWater
+		}
+	case s.resuming && bounds.Newest.Compare(s.cursor) < 0:
 		// This database never issued the id: it is from another server, or
 		// the database was replaced by an older copy. Nothing can be
 		// replayed exactly; go live from the newest id there is, which the
@@ -181,8 +194,7 @@ func (s *Subscription) replay(floor store.ID, allowance int) (int, error) {
 		s.buf = resetFrame(s.buf[:0], bounds.Newest, resetUnknown, nil)
 		s.cursor = bounds.Newest
 		return 1, nil
-	}
-	if bounds.Gap(s.cursor) {
+	case bounds.Gap(s.cursor):
 		// Events after the cursor were removed: say so, in order, before
 		// what is left. The reset carries the low-water mark as its id, so
 		// a client that reconnects right after it is not told twice.
