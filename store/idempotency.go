@@ -3,9 +3,11 @@ package store
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,8 +28,8 @@ import (
 // commit on a page of its own: with 32 publishers that wrote three times
 // the pages per commit and cut throughput to a quarter
 // (BenchmarkAppendParallel32). The lookup by key is instead an index in
-// memory, from a 128-bit hash of stream and key to the first id, rebuilt
-// from the records at Open; a hit is checked against the record itself.
+// memory (keyIndex), rebuilt from the records at Open; a hit is checked
+// against the record itself.
 var bucketIdem = []byte("idem")
 
 // DefaultIdempotencyWindow is how long a key is remembered when
@@ -93,15 +95,16 @@ func (l *Log) AppendOnce(ctx context.Context, stream string, key Key, events []E
 	// from a read transaction, they cost the writer nothing. A key the
 	// index lacks (most keys) needs no transaction to say so.
 	h := l.keys.hash(stream, key.Name)
-	if _, ok := l.keys.get(h); ok {
-		var found bool
+	var buf [2]uint64
+	if len(l.keys.candidates(buf[:0], h)) > 0 {
+		var res keyLookup
 		err = l.view(func(tx *bolt.Tx) error {
 			var err error
-			ids, found, err = l.lookupKey(tx, stream, &key, h)
+			res, err = l.lookupKey(tx, stream, &key, h)
 			return err
 		})
-		if err != nil || found {
-			return ids, found, err
+		if err != nil || res.found {
+			return res.ids, res.found, err
 		}
 	}
 	return l.appendOnceQueued(ctx, stream, key, events, h)
@@ -109,7 +112,7 @@ func (l *Log) AppendOnce(ctx context.Context, stream string, key Key, events []E
 
 // appendOnceQueued is AppendOnce past its read-only lookup: the writer
 // looks the key up again, in the transaction that would store it.
-func (l *Log) appendOnceQueued(ctx context.Context, stream string, key Key, events []Event, h keyHash) (ids []ID, replayed bool, err error) {
+func (l *Log) appendOnceQueued(ctx context.Context, stream string, key Key, events []Event, h uint64) (ids []ID, replayed bool, err error) {
 	r, err := newAppendOp(stream, events)
 	if err != nil {
 		return nil, false, err
@@ -124,52 +127,97 @@ func (l *Log) appendOnceQueued(ctx context.Context, stream string, key Key, even
 	return r.ids(), false, nil
 }
 
-// keyHash identifies a stream and key in the index. At 128 bits, two
-// keys share a hash with odds far below those of a disk error; a hit is
-// checked against its record all the same.
-type keyHash [2]uint64
-
-// keyIndex maps the keys within the window to the first ids of their
-// records. The writer adds to it after each commit, before answering;
-// ExpireKeys removes from it after its own.
+// keyIndex maps the keys within the window to their records: a 64-bit
+// hash of stream and key to the first 8 bytes of the record's first id
+// (its millisecond and two bytes more), where a cursor finds the record
+// among the few of that prefix. It costs about 40 bytes a key
+// (TestKeyIndexMemory); a full id and a hash too wide to ever collide
+// cost twice that. Two keys that do share a hash both stay: the second
+// prefix goes to more. The writer adds to the index after each commit,
+// before answering; ExpireKeys removes from it after its own.
 type keyIndex struct {
-	seeds [2]maphash.Seed
+	// sum is the hash; tests make every key collide with it.
+	sum   func(stream, name string) uint64
 	mu    sync.RWMutex
-	first map[keyHash]ID
+	first map[uint64]uint64
+	more  map[uint64][]uint64 // the further prefixes of hashes that keys share
 }
 
 func newKeyIndex() *keyIndex {
+	seed := maphash.MakeSeed()
 	return &keyIndex{
-		seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
-		first: make(map[keyHash]ID),
+		sum: func(stream, name string) uint64 {
+			var m maphash.Hash
+			m.SetSeed(seed)
+			m.WriteString(stream)
+			m.WriteByte(0) // neither a stream name nor a key holds one
+			m.WriteString(name)
+			return m.Sum64()
+		},
+		first: make(map[uint64]uint64),
+		more:  make(map[uint64][]uint64),
 	}
 }
 
-func (x *keyIndex) hash(stream, name string) keyHash {
-	var h keyHash
-	for i, seed := range x.seeds {
-		var m maphash.Hash
-		m.SetSeed(seed)
-		m.WriteString(stream)
-		m.WriteByte(0) // neither a stream name nor a key holds one
-		m.WriteString(name)
-		h[i] = m.Sum64()
-	}
-	return h
-}
+func (x *keyIndex) hash(stream, name string) uint64 { return x.sum(stream, name) }
 
-func (x *keyIndex) get(h keyHash) (ID, bool) {
+// idPrefix is what the index keeps of a record's first id.
+func idPrefix(id ID) uint64 { return binary.BigEndian.Uint64(id[:8]) }
+
+// candidates appends to dst the prefixes the index holds for h.
+func (x *keyIndex) candidates(dst []uint64, h uint64) []uint64 {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	id, ok := x.first[h]
-	return id, ok
+	if p, ok := x.first[h]; ok {
+		dst = append(append(dst, p), x.more[h]...)
+	}
+	return dst
 }
 
-// Len is how many keys the index holds.
+// add indexes a record at prefix p for h. old is the prefix of the same
+// key's earlier record (a key used again after its window), which p
+// replaces; 0 when there is none.
+func (x *keyIndex) add(h, p, old uint64) {
+	if old != 0 {
+		x.remove(h, old)
+	}
+	if _, ok := x.first[h]; ok {
+		x.more[h] = append(x.more[h], p)
+		return
+	}
+	x.first[h] = p
+}
+
+// remove takes the prefix p of h out of the index, if it is there.
+func (x *keyIndex) remove(h, p uint64) {
+	more := x.more[h]
+	if x.first[h] == p {
+		if len(more) == 0 {
+			delete(x.first, h)
+			return
+		}
+		x.first[h], more = more[0], more[1:]
+	} else if i := slices.Index(more, p); i >= 0 {
+		more = slices.Delete(slices.Clone(more), i, i+1)
+	} else {
+		return
+	}
+	if len(more) == 0 {
+		delete(x.more, h)
+	} else {
+		x.more[h] = more
+	}
+}
+
+// len is how many keys the index holds.
 func (x *keyIndex) len() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return len(x.first)
+	n := len(x.first)
+	for _, more := range x.more {
+		n += len(more)
+	}
+	return n
 }
 
 // keyRecord is a record of the idem bucket, decoded.
@@ -218,33 +266,46 @@ func decodeKeyRecord(k, v []byte) (keyRecord, error) {
 	return rec, nil
 }
 
-// lookupKey finds key in stream within the window: its ids and true, or
-// ErrKeyReused when it names a request with another digest. A key past
-// the window counts as absent even before expiry removes it, so that
-// expiry's pace never shows.
-func (l *Log) lookupKey(tx *bolt.Tx, stream string, key *Key, h keyHash) ([]ID, bool, error) {
-	first, ok := l.keys.get(h)
-	if !ok || l.expired(first) {
-		return nil, false, nil
+// keyLookup is what lookupKey found of a key.
+type keyLookup struct {
+	ids   []ID   // the ids of the request that used the key first
+	found bool   // within the window, with the same digest
+	old   uint64 // the prefix of the key's record past the window, if any
+}
+
+// lookupKey finds key in stream within the window, or reports
+// ErrKeyReused when it names a request with another digest there. A key
+// past the window counts as absent even before expiry removes it, so
+// that expiry's pace never shows.
+func (l *Log) lookupKey(tx *bolt.Tx, stream string, key *Key, h uint64) (keyLookup, error) {
+	var res keyLookup
+	var buf [2]uint64
+	c := tx.Bucket(bucketIdem).Cursor()
+	for _, p := range l.keys.candidates(buf[:0], h) {
+		var seek [8]byte
+		binary.BigEndian.PutUint64(seek[:], p)
+		for k, v := c.Seek(seek[:]); k != nil && bytes.HasPrefix(k, seek[:]); k, v = c.Next() {
+			rec, err := decodeKeyRecord(k, v)
+			if err != nil {
+				return res, fmt.Errorf("idempotency record %x: %w", k, err)
+			}
+			if string(rec.stream) != stream || string(rec.name) != key.Name {
+				continue // another key of the same millisecond, or hash
+			}
+			if l.expired(rec.ids[0]) {
+				res.old = p
+				return res, nil
+			}
+			if !bytes.Equal(rec.digest, key.Digest[:]) {
+				return res, fmt.Errorf("%w: key %q in stream %s", ErrKeyReused, key.Name, stream)
+			}
+			res.ids, res.found = rec.ids, true
+			return res, nil
+		}
 	}
-	v := tx.Bucket(bucketIdem).Get(first[:])
-	if v == nil {
-		return nil, false, nil // expired and removed since the index was read
-	}
-	rec, err := decodeKeyRecord(first[:], v)
-	if err != nil {
-		return nil, false, fmt.Errorf("idempotency record %s: %w", first, err)
-	}
-	if string(rec.stream) != stream || string(rec.name) != key.Name {
-		// Two keys with one 128-bit hash: never seen, and not worth a
-		// second index; the newer key takes the slot.
-		l.logger.Error("idempotency key hash collision", "stream", stream, "first_id", first)
-		return nil, false, nil
-	}
-	if !bytes.Equal(rec.digest, key.Digest[:]) {
-		return nil, false, fmt.Errorf("%w: key %q in stream %s", ErrKeyReused, key.Name, stream)
-	}
-	return rec.ids, true, nil
+	// Not in the window: never used, or expired and removed since the
+	// index was read.
+	return res, nil
 }
 
 // expired reports whether a key first used by the request that got id is
@@ -255,16 +316,19 @@ func (l *Log) expired(first ID) bool {
 
 // groupKeys holds the keys stored by the group being committed, which the
 // index does not have until the commit is durable.
-type groupKeys map[keyHash]*appendOp
+type groupKeys map[uint64][]*appendOp
 
 // lookupGroupKey is lookupKey for r within its group: a key an earlier
 // append of the group stored answers first, then the index.
-func (l *Log) lookupGroupKey(tx *bolt.Tx, r *appendOp, pending groupKeys) ([]ID, bool, error) {
-	if p, ok := pending[r.keyHash]; ok && p.stream == r.stream && p.key.Name == r.key.Name {
-		if p.key.Digest != r.key.Digest {
-			return nil, false, fmt.Errorf("%w: key %q in stream %s", ErrKeyReused, r.key.Name, r.stream)
+func (l *Log) lookupGroupKey(tx *bolt.Tx, r *appendOp, pending groupKeys) (keyLookup, error) {
+	for _, p := range pending[r.keyHash] {
+		if p.stream != r.stream || p.key.Name != r.key.Name {
+			continue
 		}
-		return p.ids(), true, nil
+		if p.key.Digest != r.key.Digest {
+			return keyLookup{}, fmt.Errorf("%w: key %q in stream %s", ErrKeyReused, r.key.Name, r.stream)
+		}
+		return keyLookup{ids: p.ids(), found: true}, nil
 	}
 	return l.lookupKey(tx, r.stream, r.key, r.keyHash)
 }
@@ -286,7 +350,7 @@ func (l *Log) indexKeys(group []*appendOp) {
 	defer l.keys.mu.Unlock()
 	for _, r := range group {
 		if r.key != nil && r.stores() {
-			l.keys.first[r.keyHash] = r.events[0].ID
+			l.keys.add(r.keyHash, idPrefix(r.events[0].ID), r.oldKey)
 		}
 	}
 }
@@ -299,7 +363,7 @@ func (l *Log) loadKeys(tx *bolt.Tx) error {
 			return fmt.Errorf("idempotency record %x: %w", k, err)
 		}
 		if !l.expired(rec.ids[0]) {
-			l.keys.first[l.keys.hash(string(rec.stream), string(rec.name))] = rec.ids[0]
+			l.keys.add(l.keys.hash(string(rec.stream), string(rec.name)), idPrefix(rec.ids[0]), 0)
 		}
 		return nil
 	})
@@ -328,7 +392,8 @@ func (l *Log) ExpireKeys(now time.Time, maxKeys int) (removed int, more bool, er
 	}
 	type gone struct {
 		first ID
-		h     keyHash
+		h     uint64
+		ok    bool // decoded, so indexed
 	}
 	var removedKeys []gone
 	err = l.update(func(tx *bolt.Tx) error {
@@ -344,7 +409,7 @@ func (l *Log) ExpireKeys(now time.Time, maxKeys int) (removed int, more bool, er
 			// A record that does not decode (which Check reports) has no
 			// index entry to remove, but goes all the same.
 			if rec, err := decodeKeyRecord(k, v); err == nil {
-				g.h = l.keys.hash(string(rec.stream), string(rec.name))
+				g.h, g.ok = l.keys.hash(string(rec.stream), string(rec.name)), true
 			}
 			removedKeys = append(removedKeys, g)
 		}
@@ -362,10 +427,10 @@ func (l *Log) ExpireKeys(now time.Time, maxKeys int) (removed int, more bool, er
 	l.keys.mu.Lock()
 	defer l.keys.mu.Unlock()
 	for _, g := range removedKeys {
-		// A key used again after its window points at a newer record,
-		// which stays.
-		if l.keys.first[g.h] == g.first {
-			delete(l.keys.first, g.h)
+		// A key used again after its window has had its entry moved to
+		// the newer record already, which stays.
+		if g.ok {
+			l.keys.remove(g.h, idPrefix(g.first))
 		}
 	}
 	return len(removedKeys), more, nil

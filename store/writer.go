@@ -26,7 +26,8 @@ type appendOp struct {
 	// found, it sets replayed to the ids it names (or refused, for another
 	// digest) and stores nothing.
 	key      *Key
-	keyHash  keyHash
+	keyHash  uint64
+	oldKey   uint64 // the index prefix of the key's record past its window
 	replayed []ID
 }
 
@@ -185,7 +186,7 @@ func (l *Log) commit(gen *generator, group []*appendOp, created []string, arena 
 			}
 			if r.key != nil {
 				keyed = append(keyed, r)
-				ids, found, err := l.lookupGroupKey(tx, r, pending)
+				res, err := l.lookupGroupKey(tx, r, pending)
 				if errors.Is(err, ErrKeyReused) {
 					r.refused = err
 					continue
@@ -193,10 +194,11 @@ func (l *Log) commit(gen *generator, group []*appendOp, created []string, arena 
 				if err != nil {
 					return err
 				}
-				if found {
-					r.replayed = ids
+				if res.found {
+					r.replayed = res.ids
 					continue
 				}
+				r.oldKey = res.old
 			}
 			for i := range r.events {
 				r.events[i].ID = gen.next()
@@ -212,7 +214,7 @@ func (l *Log) commit(gen *generator, group []*appendOp, created []string, arena 
 				if pending == nil {
 					pending = make(groupKeys)
 				}
-				pending[r.keyHash] = r
+				pending[r.keyHash] = append(pending[r.keyHash], r)
 			}
 		}
 		if last.IsZero() {
@@ -224,7 +226,7 @@ func (l *Log) commit(gen *generator, group []*appendOp, created []string, arena 
 		l.logger.Error("commit failed", "events", countEvents(group), "err", err)
 		// What the lookups decided rests on a transaction that is gone.
 		for _, r := range keyed {
-			r.refused, r.replayed = nil, nil
+			r.refused, r.replayed, r.oldKey = nil, nil, 0
 		}
 		for _, name := range created {
 			delete(l.live, name)
