@@ -57,6 +57,13 @@
 //     a killed run's leftover is taken over (where there is no flock, it is
 //     refused until removed).
 //
+//   - A keyed request is stored once. AppendOnce stores a request under an
+//     idempotency key at most once per stream and window (Options.
+//     IdempotencyWindow): the key's record is written in the transaction of
+//     its events, and the writer looks the key up in the transaction that
+//     would store it, so concurrent duplicates store one copy and get its
+//     ids. ExpireKeys removes keys past the window in bounded transactions.
+//
 //   - No stored event has the type ResetType, which the stream layer uses to
 //     tell subscribers about removed events.
 //
@@ -65,6 +72,9 @@
 // bucket "streams" holds per-stream counters, the low-water mark and a
 // deletion tombstone; bucket "retention" holds per-stream retention
 // overrides; bucket "meta" holds the layout version and the newest issued
-// id. Every sselog file has "events", "streams", "meta" and the version from
-// its first transaction; "retention" arrived with version 2.
+// id; bucket "idem" holds the idempotency records, keyed by the first id
+// of their request. Every sselog file has "events", "streams", "meta" and
+// the version from its first transaction; "retention" arrived with
+// version 2, and "idem" later, within version 2 (Open adds it to a file
+// without it; a binary that does not know it leaves it alone).
 package store
