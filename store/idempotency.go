@@ -279,33 +279,46 @@ type keyLookup struct {
 // that expiry's pace never shows.
 func (l *Log) lookupKey(tx *bolt.Tx, stream string, key *Key, h uint64) (keyLookup, error) {
 	var res keyLookup
+	rec, p, ok, err := l.findKey(tx.Bucket(bucketIdem).Cursor(), stream, key.Name, h)
+	switch {
+	case err != nil || !ok:
+		// Not in the window: never used, or expired and removed since
+		// the index was read.
+		return res, err
+	case l.expired(rec.ids[0]):
+		res.old = p
+		return res, nil
+	case !bytes.Equal(rec.digest, key.Digest[:]):
+		return res, fmt.Errorf("%w: key %q in stream %s", ErrKeyReused, key.Name, stream)
+	}
+	res.ids, res.found = rec.ids, true
+	return res, nil
+}
+
+// findKey reads the newest record the index leads to for stream and
+// name, and the index prefix it was found under. The index holds one
+// entry a key, but the file may hold an older record of it too (a key
+// used again past its window, not yet expired), which may share a
+// millisecond with it: every candidate is read, and the newest decides.
+func (l *Log) findKey(c *bolt.Cursor, stream, name string, h uint64) (rec keyRecord, prefix uint64, ok bool, err error) {
 	var buf [2]uint64
-	c := tx.Bucket(bucketIdem).Cursor()
 	for _, p := range l.keys.candidates(buf[:0], h) {
 		var seek [8]byte
 		binary.BigEndian.PutUint64(seek[:], p)
 		for k, v := c.Seek(seek[:]); k != nil && bytes.HasPrefix(k, seek[:]); k, v = c.Next() {
-			rec, err := decodeKeyRecord(k, v)
+			r, err := decodeKeyRecord(k, v)
 			if err != nil {
-				return res, fmt.Errorf("idempotency record %x: %w", k, err)
+				return rec, 0, false, fmt.Errorf("idempotency record %x: %w", k, err)
 			}
-			if string(rec.stream) != stream || string(rec.name) != key.Name {
+			if string(r.stream) != stream || string(r.name) != name {
 				continue // another key of the same millisecond, or hash
 			}
-			if l.expired(rec.ids[0]) {
-				res.old = p
-				return res, nil
+			if !ok || r.ids[0].Compare(rec.ids[0]) > 0 {
+				rec, prefix, ok = r, p, true
 			}
-			if !bytes.Equal(rec.digest, key.Digest[:]) {
-				return res, fmt.Errorf("%w: key %q in stream %s", ErrKeyReused, key.Name, stream)
-			}
-			res.ids, res.found = rec.ids, true
-			return res, nil
 		}
 	}
-	// Not in the window: never used, or expired and removed since the
-	// index was read.
-	return res, nil
+	return rec, prefix, ok, nil
 }
 
 // expired reports whether a key first used by the request that got id is
@@ -356,15 +369,29 @@ func (l *Log) indexKeys(group []*appendOp) {
 }
 
 // loadKeys fills the index from the records within the window, at Open.
+// Records come oldest first: a key's newer record replaces its older one,
+// so that the index holds one entry a key, as AppendOnce keeps it.
 func (l *Log) loadKeys(tx *bolt.Tx) error {
-	return tx.Bucket(bucketIdem).ForEach(func(k, v []byte) error {
+	b := tx.Bucket(bucketIdem)
+	c := b.Cursor()
+	return b.ForEach(func(k, v []byte) error {
 		rec, err := decodeKeyRecord(k, v)
 		if err != nil {
 			return fmt.Errorf("idempotency record %x: %w", k, err)
 		}
-		if !l.expired(rec.ids[0]) {
-			l.keys.add(l.keys.hash(string(rec.stream), string(rec.name)), idPrefix(rec.ids[0]), 0)
+		if l.expired(rec.ids[0]) {
+			return nil
 		}
+		stream, name := string(rec.stream), string(rec.name)
+		h := l.keys.hash(stream, name)
+		_, old, found, err := l.findKey(c, stream, name, h)
+		if err != nil {
+			return err
+		}
+		if !found {
+			old = 0
+		}
+		l.keys.add(h, idPrefix(rec.ids[0]), old)
 		return nil
 	})
 }
@@ -378,6 +405,11 @@ func (l *Log) loadKeys(tx *bolt.Tx) error {
 func (l *Log) ExpireKeys(now time.Time, maxKeys int) (removed int, more bool, err error) {
 	if maxKeys <= 0 {
 		return 0, false, errors.New("expire keys: maxKeys must be positive")
+	}
+	// A caller's clock ahead of the log's must not take away keys that
+	// AppendOnce still honours.
+	if logNow := l.now(); logNow.Before(now) {
+		now = logNow
 	}
 	due := func(k []byte) bool { return !ID(k).Time().Add(l.window).After(now) }
 	// Most passes find nothing due: a read transaction says so without

@@ -211,4 +211,14 @@ func TestAppendOnceOutlivesEvents(t *testing.T) {
 	}
 	// Had the repeat counted "a" as created, this would be refused.
 	mustAppend(t, l, "b", makeEvents("t", 1, 0)...)
+	// With the one slot taken, a repeat to "a" still gets its answer (it
+	// creates nothing); a new key there is refused.
+	again, replayed, err = l.AppendOnceQueued(t.Context(), "a", key("k", "x"), makeEvents("t", 1, 0))
+	if err != nil || !replayed || !slices.Equal(again, first) {
+		t.Fatalf("repeat with every stream slot taken: %v %v %v", again, replayed, err)
+	}
+	if _, _, err := l.AppendOnceQueued(t.Context(), "a", key("k2", "x"), makeEvents("t", 1, 0)); !errors.Is(err, store.ErrTooManyStreams) {
+		t.Fatalf("new key to a new stream over the limit: %v, want ErrTooManyStreams", err)
+	}
+	mustAppend(t, l, "b", makeEvents("t", 1, 1)...)
 }

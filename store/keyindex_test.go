@@ -84,8 +84,9 @@ func TestKeyIndexCollisions(t *testing.T) {
 	}
 }
 
-// TestKeyIndexMemory measures what a key costs the index, the figure the
-// README states: at most 64 bytes a key.
+// TestKeyIndexMemory measures what a key costs the index (the README
+// states the figure it logs, 37.7 bytes at a million keys) and holds it
+// to at most 64.
 func TestKeyIndexMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fills an index of a million keys")

@@ -29,6 +29,9 @@ type appendOp struct {
 	keyHash  uint64
 	oldKey   uint64 // the index prefix of the key's record past its window
 	replayed []ID
+	// overLimit is set by admit for a keyed append that would create a
+	// stream beyond MaxStreams: refused unless its key is a repeat.
+	overLimit error
 }
 
 // ids returns the ids the writer gave r's events.
@@ -139,7 +142,7 @@ func (l *Log) admit(group []*appendOp) (created []string, admitted int) {
 		return nil, len(group) // no limit, nothing to track
 	}
 	for _, r := range group {
-		r.refused = nil
+		r.refused, r.overLimit = nil, nil
 		if _, ok := l.live[r.stream]; ok {
 			admitted++
 			continue
@@ -147,7 +150,15 @@ func (l *Log) admit(group []*appendOp) (created []string, admitted int) {
 		// New in this group: put it in live now, and take it out again
 		// if the commit fails, so that the check stays one map lookup.
 		if len(l.live) >= l.maxStr {
-			r.refused = fmt.Errorf("%w: the limit is %d; delete one to make room", ErrTooManyStreams, l.maxStr)
+			err := fmt.Errorf("%w: the limit is %d; delete one to make room", ErrTooManyStreams, l.maxStr)
+			if r.key != nil {
+				// A repeat stores nothing and creates nothing: the
+				// commit refuses it only if its key turns out new.
+				r.overLimit = err
+				admitted++
+				continue
+			}
+			r.refused = err
 			continue
 		}
 		l.live[r.stream] = struct{}{}
@@ -196,6 +207,10 @@ func (l *Log) commit(gen *generator, group []*appendOp, created []string, arena 
 				}
 				if res.found {
 					r.replayed = res.ids
+					continue
+				}
+				if r.overLimit != nil {
+					r.refused = r.overLimit
 					continue
 				}
 				r.oldKey = res.old
