@@ -40,6 +40,8 @@ Usage:
   sselog compact [flags]   shrink a stopped server's database file
   sselog inspect [flags]   describe a stopped server's database file
   sselog check [flags]     check every page of a stopped server's database file
+  sselog publish [flags]   publish newline-delimited JSON from stdin to a stream
+  sselog tail [flags]      print a stream's events as JSON lines, following it
   sselog bench <workload>  drive a running server and measure it
 
 Each command takes -h for its flags.
@@ -64,6 +66,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return check(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return runBench(ctx, args[1:], stdout, stderr)
+	case "publish":
+		return publishCommand(ctx, args[1:], os.Stdin, stdout, stderr)
+	case "tail":
+		return tailCommand(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
