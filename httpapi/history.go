@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -18,8 +19,8 @@ type historyEvent struct {
 	Time string          `json:"time"`
 }
 
-// history answers a page of a stream's events after an id, or from a
-// time, for clients that backfill without SSE. A stream with no events
+// history answers a page of a stream's events after an id, from a time,
+// or from the newest n, for clients that backfill without SSE. A stream with no events
 // has an empty history.
 func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 	name := mux.Vars(r)["stream"]
@@ -28,33 +29,49 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	if q.Get("last") != "" {
-		// A page of the newest n would page backwards, which history does
-		// not; the SSE stream takes last.
-		h.writeError(w, r, errorf(http.StatusBadRequest, "last is not supported on history; use since or after"))
+	var given []string
+	for _, p := range []string{"after", "since", "last"} {
+		if q.Get(p) != "" {
+			given = append(given, p)
+		}
+	}
+	if len(given) > 1 {
+		h.writeError(w, r, errorf(http.StatusBadRequest, "give at most one of after, since and last (got %s)", strings.Join(given, " and ")))
 		return
 	}
-	afterText, sinceText := q.Get("after"), q.Get("since")
-	if afterText != "" && sinceText != "" {
-		h.writeError(w, r, errorf(http.StatusBadRequest, "give after or since, not both"))
-		return
-	}
+	// A start by time or by count claims no continuity: no gap is
+	// reported for what was removed before it.
 	var after store.ID
-	if afterText != "" {
-		id, err := store.ParseID(afterText)
-		if err != nil {
-			h.writeError(w, r, errorf(http.StatusBadRequest, "after: %v", err))
-			return
+	continues := true
+	if len(given) == 1 {
+		switch v := q.Get(given[0]); given[0] {
+		case "after":
+			id, err := store.ParseID(v)
+			if err != nil {
+				h.writeError(w, r, errorf(http.StatusBadRequest, "after: %v", err))
+				return
+			}
+			after = id
+		case "since":
+			id, err := parseSince(v)
+			if err != nil {
+				h.writeError(w, r, err)
+				return
+			}
+			after, continues = id, false
+		default:
+			n, err := parseLast(v)
+			if err != nil {
+				h.writeError(w, r, err)
+				return
+			}
+			id, err := h.log.StartOfLast(name, n)
+			if err != nil {
+				h.writeError(w, r, err)
+				return
+			}
+			after, continues = id, false
 		}
-		after = id
-	}
-	if sinceText != "" {
-		id, err := parseSince(sinceText)
-		if err != nil {
-			h.writeError(w, r, err)
-			return
-		}
-		after = id
 	}
 	limit := DefaultHistoryLimit
 	if s := q.Get("limit"); s != "" {
@@ -87,6 +104,6 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 	// this page does not continue exactly from it. A page from a time
 	// continues nothing: it starts at the oldest retained event at or
 	// after it, whatever was removed before.
-	gap := sinceText == "" && bounds.Gap(after)
+	gap := continues && bounds.Gap(after)
 	writeJSON(w, http.StatusOK, map[string]any{"events": out, "gap": gap})
 }

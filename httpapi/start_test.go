@@ -325,7 +325,9 @@ func TestStartBadInput(t *testing.T) {
 			bad{"/v1/streams/s/history?since=" + url.QueryEscape(v), "since"})
 	}
 	for _, v := range badLast {
-		tests = append(tests, bad{"/v1/streams/s/events?last=" + url.QueryEscape(v), "last"})
+		tests = append(tests,
+			bad{"/v1/streams/s/events?last=" + url.QueryEscape(v), "last"},
+			bad{"/v1/streams/s/history?last=" + url.QueryEscape(v), "last"})
 	}
 	tests = append(tests,
 		bad{"/v1/streams/s/events?since=0&last=5", "at most one"},
@@ -334,9 +336,9 @@ func TestStartBadInput(t *testing.T) {
 		bad{"/v1/streams/s/events?last_event_id=" + zeroID + "&since=0&last=5", "at most one"},
 		bad{"/v1/streams/s/events?since=yesterday&last=abc", "at most one"},
 		bad{"/v1/streams/s/events?last_event_id=nope", "last_event_id"},
-		bad{"/v1/streams/s/history?after=" + zeroID + "&since=0", "not both"},
-		bad{"/v1/streams/s/history?last=5", "last is not supported on history; use since or after"},
-		bad{"/v1/streams/s/history?last=abc&since=0", "last is not supported on history; use since or after"},
+		bad{"/v1/streams/s/history?after=" + zeroID + "&since=0", "at most one"},
+		bad{"/v1/streams/s/history?last=5&since=0", "at most one"},
+		bad{"/v1/streams/s/history?after=" + zeroID + "&last=5", "at most one"},
 	)
 	snap := takeSnapshot(t, s)
 	for _, tc := range tests {
@@ -360,4 +362,40 @@ func TestStartBadInput(t *testing.T) {
 	waitFollowing(t, s, 0)
 	// Still served as before.
 	expectFrom(t, s, s.dial(t, "/v1/streams/s/events?last=3", ""), "s", store.ID{})
+}
+
+// TestLastHistory: history's last=n starts its pages with the newest n
+// events, claims no continuity over a trimmed stream (no gap), and pages
+// on with after.
+func TestLastHistory(t *testing.T) {
+	s := newServer(t, httpapi.Options{}, stream.Options{})
+	ids := publishN(t, s, "s", 10)
+	pageIDs := func(path string) ([]store.ID, bool) {
+		t.Helper()
+		var page historyPage
+		s.getJSON(t, path, &page)
+		var got []store.ID
+		for _, e := range page.Events {
+			got = append(got, e.ID)
+		}
+		return got, page.Gap
+	}
+	if got, gap := pageIDs("/v1/streams/s/history?last=3"); gap || fmt.Sprint(got) != fmt.Sprint(ids[7:]) {
+		t.Fatalf("last=3: %v (gap %v), want %v", got, gap, ids[7:])
+	}
+	if got, _ := pageIDs("/v1/streams/s/history?last=20"); fmt.Sprint(got) != fmt.Sprint(ids) {
+		t.Fatalf("last=20: %v, want all %v", got, ids)
+	}
+	got, _ := pageIDs("/v1/streams/s/history?last=6&limit=4")
+	more, _ := pageIDs("/v1/streams/s/history?limit=4&after=" + got[len(got)-1].String())
+	if fmt.Sprint(append(got, more...)) != fmt.Sprint(ids[4:]) {
+		t.Fatalf("last=6 in pages of 4: %v then %v, want %v", got, more, ids[4:])
+	}
+	trim(t, s.log, "s", store.Cut{MaxEvents: 4}, 3)
+	if got, gap := pageIDs("/v1/streams/s/history?last=8"); gap || fmt.Sprint(got) != fmt.Sprint(ids[6:]) {
+		t.Fatalf("last=8 over 4 retained: %v (gap %v), want %v and no gap", got, gap, ids[6:])
+	}
+	if got, gap := pageIDs("/v1/streams/none/history?last=8"); gap || len(got) != 0 {
+		t.Fatalf("last over no stream: %v (gap %v)", got, gap)
+	}
 }

@@ -53,7 +53,16 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 	// with a retry hint, and the client comes back with a fresh token (a
 	// renewed cookie, say) or is refused.
 	lifetime, limited := h.tokenLifetime(r)
-	err = h.wire.Start(w, r, h.retry, func(sink ssewire.Sink) {
+	first := h.retry
+	if st.kind == startLive {
+		// A live start has a position too: where the log stood. Sent as
+		// the first block's id (a block without data dispatches nothing,
+		// but sets the client's last event id), it makes a reconnect
+		// before the first event a resume from there, not a new live
+		// start that would skip what was committed in between.
+		first = liveFirst(h.retry, sub.Cursor())
+	}
+	err = h.wire.Start(w, r, first, func(sink ssewire.Sink) {
 		defer release()
 		defer sub.Close()
 		h.follow(sub, sink, name, lifetime, limited)
@@ -276,6 +285,15 @@ func (h *Handler) takeSlot(r *http.Request) (release func(), ok bool) {
 			delete(h.slotsIP, ip)
 		}
 	}), true
+}
+
+// liveFirst is the first block of a live stream: the retry hint and the
+// id the stream starts after.
+func liveFirst(retry []byte, cursor store.ID) []byte {
+	b := make([]byte, 0, len(retry)+len("id: \n")+26)
+	b = append(b, retry[:len(retry)-1]...) // without the blank line that ends the block
+	b = append(cursor.AppendText(append(b, "id: "...)), "\n\n"...)
+	return b
 }
 
 // retryLine is the stream's first line; jittered, for a stream that ends

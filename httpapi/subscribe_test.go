@@ -34,7 +34,8 @@ func TestStreamStart(t *testing.T) {
 			t.Errorf("%s: %q, want %q", k, got, want)
 		}
 	}
-	const hint = "retry: 1500\n\n"
+	// A live start says where it starts: the newest id (none yet).
+	const hint = "retry: 1500\nid: 00000000000000000000000000\n\n"
 	got, err := c.ReadRaw(len(hint))
 	if err != nil {
 		t.Fatalf("reading the retry hint with nothing published: %v", err)
@@ -285,5 +286,28 @@ func TestSubscriberSendingIsDropped(t *testing.T) {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		t.Fatal("the server kept the connection of a client that sent junk")
+	}
+}
+
+// TestLiveStartPosition: a live stream's first block carries the id it
+// starts after, so that a client that reconnects before any event arrived
+// resumes from there and misses nothing committed in between. A resumed
+// stream's first block carries no id: the client already has one.
+func TestLiveStartPosition(t *testing.T) {
+	s := newServer(t, httpapi.Options{Heartbeat: time.Hour}, stream.Options{})
+	before := s.mustPublish(t, "s", `{"data":"before"}`)
+	c := s.dial(t, "/v1/streams/s/events", "")
+	first, err := c.Next()
+	if err != nil || first.Retry == "" || !first.HasID || first.ID != before[0].String() || first.HasData {
+		t.Fatalf("first block %+v, %v; want the retry hint and id %s", first, err, before[0])
+	}
+	c.Close() // gone before any event
+	missed := s.mustPublish(t, "s", `{"data":"missed"}`)
+	again := s.dial(t, "/v1/streams/s/events", first.ID)
+	if b, err := again.Next(); err != nil || b.HasID {
+		t.Fatalf("resumed stream's first block %+v, %v; want the retry hint alone", b, err)
+	}
+	if err := testkit.DiffEvents(readEvents(t, again, 1), []store.Event{{ID: missed[0], Data: []byte(`"missed"`)}}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -171,8 +171,10 @@ func (c *SSEReader) Next() (SSEBlock, error) {
 }
 
 // NextEvent reads blocks until one carries an event, skipping heartbeats
-// and retry hints. An id or type without data, and data without an id,
-// are errors: this server sends neither.
+// and retry hints. A type without data, an id without data outside a
+// retry hint, and data without an id, are errors: this server sends
+// none of them. (A live start's first block carries the retry hint and
+// the id the stream starts after.)
 func (c *SSEReader) NextEvent() (SSEEvent, error) {
 	for {
 		b, err := c.Next()
@@ -180,7 +182,7 @@ func (c *SSEReader) NextEvent() (SSEEvent, error) {
 			return SSEEvent{}, err
 		}
 		if !b.HasData {
-			if b.HasID || b.Type != "" {
+			if b.Type != "" || b.HasID && b.Retry == "" {
 				return SSEEvent{}, fmt.Errorf("block without data: %+v", b)
 			}
 			continue
