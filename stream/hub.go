@@ -14,6 +14,7 @@ import (
 // hub's commit hook keeps state that only it writes.
 type Log interface {
 	Scan(stream string, after store.ID, limit int, fn func(*store.Event) error) (store.Bounds, error)
+	ScanMerged(sel store.Selection, after store.ID, limit int, fn func(*store.Event) error) (store.MergedBounds, error)
 	LastID() store.ID
 	OnCommit(fn func([]store.Event))
 	OnDelete(fn func(stream string, lowWater store.ID))
@@ -74,6 +75,13 @@ type Options struct {
 	// get MinReplayPage each instead, so replays slow down rather than
 	// stop. Zero means DefaultReplayBudget.
 	ReplayBudget int
+	// MergedQueueLen and MergedQueueBytes bound the frames a merged
+	// subscription that has caught up holds, queued by commits and not
+	// yet taken; beyond either, the queue is dropped and the subscription
+	// reads the log until it has caught up again. Zero means
+	// DefaultMergedQueueLen and DefaultMergedQueueBytes.
+	MergedQueueLen   int
+	MergedQueueBytes int
 }
 
 // Hub tracks the followed streams. It is safe for concurrent use.
@@ -108,7 +116,24 @@ type Hub struct {
 	// pages is the replay budget, taken from and given back to by the
 	// subscriptions.
 	pages pageBudget
+
+	// merged holds the merged subscriptions, and mergedGen counts its
+	// changes; both change under mu.Lock.
+	merged    map[*Merged]struct{}
+	mergedGen uint64
+	// mergedFor caches, for each stream name a commit touched, the merged
+	// subscriptions that follow it, as of cacheGen; commitSeq numbers the
+	// commits, and woken collects the subscriptions a commit handed
+	// frames to. Only the commit hook uses them.
+	mergedFor map[string][]*Merged
+	cacheGen  uint64
+	commitSeq uint64
+	woken     []*Merged
 }
+
+// maxMergedCache bounds the names mergedFor remembers: past it, the cache
+// starts over.
+const maxMergedCache = 1 << 16
 
 // NewHub creates a hub over log and registers its commit hook.
 func NewHub(log Log, opts Options) *Hub {
@@ -129,6 +154,12 @@ func NewHub(log Log, opts Options) *Hub {
 	}
 	if opts.ReplayBudget <= 0 {
 		opts.ReplayBudget = DefaultReplayBudget
+	}
+	if opts.MergedQueueLen <= 0 {
+		opts.MergedQueueLen = DefaultMergedQueueLen
+	}
+	if opts.MergedQueueBytes <= 0 {
+		opts.MergedQueueBytes = DefaultMergedQueueBytes
 	}
 	h := &Hub{log: log, opts: opts, streams: make(map[string]*followed)}
 	h.pages.max = opts.ReplayBudget
@@ -157,9 +188,70 @@ func (h *Hub) committed(events []store.Event) {
 		if f := h.streams[events[i].Stream]; f != nil {
 			h.push(f, events[i:j])
 		}
+		if len(h.merged) > 0 {
+			h.pushMerged(events[i:j])
+		}
 		i = j
 	}
+	// One wake-up per merged subscriber per commit, however many of its
+	// streams the commit touched.
+	for k, m := range h.woken {
+		m.wake()
+		h.woken[k] = nil
+	}
+	h.woken = h.woken[:0]
+	h.commitSeq++
 	h.delivered = events[len(events)-1].ID
+}
+
+// pushMerged encodes a run of one stream's events in the merged form
+// once, and queues the frames to every merged subscription that follows
+// the stream. A stream no merged subscription follows costs a map lookup.
+func (h *Hub) pushMerged(run []store.Event) {
+	if h.cacheGen != h.mergedGen || len(h.mergedFor) > maxMergedCache {
+		clear(h.mergedFor)
+		h.cacheGen = h.mergedGen
+	}
+	if h.mergedFor == nil {
+		h.mergedFor = make(map[string][]*Merged)
+	}
+	name := run[0].Stream
+	subs, ok := h.mergedFor[name]
+	if !ok {
+		for m := range h.merged {
+			if m.match(name) {
+				subs = append(subs, m)
+			}
+		}
+		h.mergedFor[name] = subs
+	}
+	if len(subs) == 0 {
+		return
+	}
+	size := 0
+	for k := range run {
+		size += mergedFrameLen(&run[k])
+	}
+	buf := alloc(size)
+	ends := h.ends[:0]
+	for k := range run {
+		buf = appendMergedFrame(buf, &run[k])
+		ends = append(ends, len(buf))
+	}
+	h.ends = ends
+	items := make([]queued, len(run))
+	start := 0
+	for k, end := range ends {
+		items[k] = queued{id: run[k].ID, frame: buf[start:end:end], stream: name}
+		start = end
+	}
+	for _, m := range subs {
+		m.push(items, len(buf))
+		if m.wokenSeq != h.commitSeq+1 {
+			m.wokenSeq = h.commitSeq + 1
+			h.woken = append(h.woken, m)
+		}
+	}
 }
 
 // push encodes a run of one stream's events once, appends the frames to
@@ -230,6 +322,14 @@ func (h *Hub) unfollow(f *followed) {
 func (h *Hub) deleted(name string, lowWater store.ID) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	// A merged feed goes on: its subscribers are told, in order with the
+	// events queued before.
+	for m := range h.merged {
+		if m.match(name) {
+			m.pushDeletion(name, lowWater)
+			m.wake()
+		}
+	}
 	f := h.streams[name]
 	if f == nil {
 		return
@@ -265,6 +365,12 @@ func (h *Hub) Close() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.closed = true
+	for m := range h.merged {
+		m.mu.Lock()
+		m.closed = true
+		m.mu.Unlock()
+		m.wake()
+	}
 	for _, f := range h.streams {
 		f.mu.Lock()
 		f.closed = true
