@@ -130,6 +130,10 @@ func NewHandler(log *store.Log, hub *stream.Hub, opts Options) *Handler {
 	r.HandleFunc("/healthz", h.healthz).Methods(http.MethodGet, http.MethodHead)
 	// Every route but /healthz says what it needs from a token (auth.go).
 	r.HandleFunc("/v1/streams", h.authorize(needToken, h.listStreams)).Methods(http.MethodGet)
+	// The merged endpoints check the token's grants against their stream
+	// parameters themselves (parseSelection).
+	r.HandleFunc("/v1/events", h.authorize(needToken, h.mergedSubscribe)).Methods(http.MethodGet)
+	r.HandleFunc("/v1/history", h.authorize(needToken, h.mergedHistory)).Methods(http.MethodGet)
 	r.HandleFunc("/v1/streams/{stream}/events", h.authorize(needPublish, h.publish)).Methods(http.MethodPost)
 	r.HandleFunc("/v1/streams/{stream}/events", h.authorize(needSubscribe, h.subscribe)).Methods(http.MethodGet)
 	r.HandleFunc("/v1/streams/{stream}/history", h.authorize(needSubscribe, h.history)).Methods(http.MethodGet)

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -29,58 +30,15 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	var given []string
-	for _, p := range []string{"after", "since", "last"} {
-		if q.Get(p) != "" {
-			given = append(given, p)
-		}
-	}
-	if len(given) > 1 {
-		h.writeError(w, r, errorf(http.StatusBadRequest, "give at most one of after, since and last (got %s)", strings.Join(given, " and ")))
+	after, continues, err := historyStart(q, func(n int) (store.ID, error) { return h.log.StartOfLast(name, n) })
+	if err != nil {
+		h.writeError(w, r, err)
 		return
 	}
-	// A start by time or by count claims no continuity: no gap is
-	// reported for what was removed before it.
-	var after store.ID
-	continues := true
-	if len(given) == 1 {
-		switch v := q.Get(given[0]); given[0] {
-		case "after":
-			id, err := store.ParseID(v)
-			if err != nil {
-				h.writeError(w, r, errorf(http.StatusBadRequest, "after: %v", err))
-				return
-			}
-			after = id
-		case "since":
-			id, err := parseSince(v)
-			if err != nil {
-				h.writeError(w, r, err)
-				return
-			}
-			after, continues = id, false
-		default:
-			n, err := parseLast(v)
-			if err != nil {
-				h.writeError(w, r, err)
-				return
-			}
-			id, err := h.log.StartOfLast(name, n)
-			if err != nil {
-				h.writeError(w, r, err)
-				return
-			}
-			after, continues = id, false
-		}
-	}
-	limit := DefaultHistoryLimit
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			h.writeError(w, r, errorf(http.StatusBadRequest, "limit must be a positive integer (at most %d events are returned)", MaxHistoryLimit))
-			return
-		}
-		limit = min(n, MaxHistoryLimit)
+	limit, err := historyLimit(q)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
 	}
 	events, bounds, err := h.log.ReadPage(name, after, limit)
 	if err != nil {
@@ -106,4 +64,54 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 	// after it, whatever was removed before.
 	gap := continues && bounds.Gap(after)
 	writeJSON(w, http.StatusOK, map[string]any{"events": out, "gap": gap})
+}
+
+// historyStart reads where a history page starts: after an id (a page
+// that continues another, which reports a gap), or by time or by count
+// (no continuity claimed). At most one of after, since and last; none is
+// the beginning. lastStart finds the id before the newest n.
+func historyStart(q url.Values, lastStart func(n int) (store.ID, error)) (after store.ID, continues bool, err error) {
+	var given []string
+	for _, p := range []string{"after", "since", "last"} {
+		if q.Get(p) != "" {
+			given = append(given, p)
+		}
+	}
+	switch {
+	case len(given) > 1:
+		return after, false, errorf(http.StatusBadRequest, "give at most one of after, since and last (got %s)", strings.Join(given, " and "))
+	case len(given) == 0:
+		return after, true, nil
+	}
+	switch v := q.Get(given[0]); given[0] {
+	case "after":
+		id, err := store.ParseID(v)
+		if err != nil {
+			return after, false, errorf(http.StatusBadRequest, "after: %v", err)
+		}
+		return id, true, nil
+	case "since":
+		id, err := parseSince(v)
+		return id, false, err
+	default:
+		n, err := parseLast(v)
+		if err != nil {
+			return after, false, err
+		}
+		id, err := lastStart(n)
+		return id, false, err
+	}
+}
+
+// historyLimit reads a history page's limit.
+func historyLimit(q url.Values) (int, error) {
+	s := q.Get("limit")
+	if s == "" {
+		return DefaultHistoryLimit, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return 0, errorf(http.StatusBadRequest, "limit must be a positive integer (at most %d events are returned)", MaxHistoryLimit)
+	}
+	return min(n, MaxHistoryLimit), nil
 }

@@ -317,7 +317,13 @@ func (h *Handler) retryLine(jitter bool) []byte {
 // event. The heartbeat timer fires once per interval and only then looks at
 // when the stream last sent anything; it, the subscriber's departure and
 // the wire's closing all signal ctl.
-func (h *Handler) follow(sub *stream.Subscription, sink ssewire.Sink, name string, lifetime time.Duration, limited bool) {
+// feed is what follow runs: a *stream.Subscription, or a *stream.Merged.
+type feed interface {
+	Next() ([][]byte, <-chan struct{}, error)
+	Cursor() store.ID
+}
+
+func (h *Handler) follow(sub feed, sink ssewire.Sink, name string, lifetime time.Duration, limited bool) {
 	ctl := make(chan struct{}, 1)
 	signal := func() {
 		select {

@@ -186,8 +186,10 @@ func (m *Merged) Next() ([][]byte, <-chan struct{}, error) {
 			}
 			return m.frames, nil, nil
 		}
-		// What is dropped from now on is noticed by the next call.
-		m.overflow = false
+		// The log serves until a read comes back short, however many
+		// pages that takes; what is dropped from now on is noticed by the
+		// next call.
+		m.replaying, m.overflow = true, false
 		m.mu.Unlock()
 
 		allowance := m.hub.pages.take(m.hub.opts.PageBytes)

@@ -166,7 +166,12 @@ func TestMergedTorture(t *testing.T) {
 				pubs.Go(func() {
 					for i := range 60 {
 						s := streams[(p+i)%len(streams)]
-						ids, err := l.Append(context.Background(), s, []store.Event{{Type: "t", Data: fmt.Appendf(nil, `{"p":%d,"i":%d}`, p, i)}})
+						// Runs of one to three events of a stream.
+						evs := make([]store.Event, 1+i%3)
+						for k := range evs {
+							evs[k] = store.Event{Type: "t", Data: fmt.Appendf(nil, `{"p":%d,"i":%d,"k":%d}`, p, i, k)}
+						}
+						ids, err := l.Append(context.Background(), s, evs)
 						if err != nil {
 							t.Error(err)
 							return

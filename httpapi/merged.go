@@ -1,0 +1,260 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sselog/sselog/httpapi/internal/ssewire"
+	"github.com/sselog/sselog/store"
+	"github.com/sselog/sselog/stream"
+)
+
+// MaxMergedStreams is how many stream parameters one merged request may
+// give.
+const MaxMergedStreams = 64
+
+// selection is the streams of a merged request: names and patterns, as
+// given, and with a token, the patterns it may subscribe to. A stream is
+// selected when it is named or matches a pattern, and the token grants
+// it: a pattern wider than the grants is narrowed to them, never widened.
+type selection struct {
+	names    []string
+	patterns []string
+	grants   []string // nil: no token key configured, everything granted
+	limited  bool
+}
+
+// parseSelection reads the stream parameters of a merged request and the
+// grants of its token, if any. It refuses no parameter, more than
+// MaxMergedStreams, an invalid name or pattern (400), and a request that
+// no stream its token grants could ever match (403).
+func (h *Handler) parseSelection(r *http.Request) (*selection, error) {
+	values := r.URL.Query()["stream"]
+	switch {
+	case len(values) == 0:
+		return nil, errorf(http.StatusBadRequest, "give at least one stream parameter (a name, or a pattern with *)")
+	case len(values) > MaxMergedStreams:
+		return nil, errorf(http.StatusBadRequest, "at most %d stream parameters, not %d", MaxMergedStreams, len(values))
+	}
+	sel := &selection{}
+	for _, v := range values {
+		if strings.Contains(v, "*") {
+			if err := validatePattern(v); err != nil {
+				return nil, errorf(http.StatusBadRequest, "stream: %v", err)
+			}
+			sel.patterns = append(sel.patterns, v)
+			continue
+		}
+		if err := store.ValidateStream(v); err != nil {
+			return nil, errorf(http.StatusBadRequest, "stream %.130q: %v", v, err)
+		}
+		sel.names = append(sel.names, v)
+	}
+	if g, ok := r.Context().Value(grantsKey{}).(*grants); ok && h.opts.Auth != nil {
+		sel.grants, sel.limited = g.Subscribe, true
+		if !sel.grantable() {
+			return nil, fmt.Errorf("%w: the token may subscribe to no stream these stream parameters select", ErrForbidden)
+		}
+	}
+	return sel, nil
+}
+
+// grantable reports whether some stream could be both selected and
+// granted.
+func (s *selection) grantable() bool {
+	for _, g := range s.grants {
+		for _, n := range s.names {
+			if matchPattern(g, n) {
+				return true
+			}
+		}
+		for _, p := range s.patterns {
+			if patternsMeet(p, g) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// match reports whether stream is selected and granted.
+func (s *selection) match(stream string) bool {
+	if s.limited && !matchAny(s.grants, stream) {
+		return false
+	}
+	return slices.Contains(s.names, stream) || matchAny(s.patterns, stream)
+}
+
+// store is the selection as the log reads it: the granted names, and the
+// patterns through match. Names alone read no list of streams.
+func (s *selection) store() store.Selection {
+	var sel store.Selection
+	for _, n := range s.names {
+		if !s.limited || matchAny(s.grants, n) {
+			sel.Names = append(sel.Names, n)
+		}
+	}
+	if len(s.patterns) > 0 {
+		sel.Match = s.match
+	}
+	return sel
+}
+
+// patternsMeet reports whether some string matches both patterns, where
+// '*' matches any run of characters: a walk over pairs of positions, in
+// which a star may match nothing, or take one character of the other
+// pattern (a literal, or some character of the other's star).
+func patternsMeet(p, q string) bool {
+	seen := make(map[[2]int]bool)
+	var meet func(i, j int) bool
+	meet = func(i, j int) bool {
+		if i == len(p) && j == len(q) {
+			return true
+		}
+		key := [2]int{i, j}
+		if seen[key] {
+			return false
+		}
+		seen[key] = true
+		switch {
+		case i < len(p) && p[i] == '*':
+			if meet(i+1, j) || j < len(q) && meet(i, j+1) {
+				return true
+			}
+		case j < len(q) && q[j] == '*':
+			if meet(i, j+1) || i < len(p) && meet(i+1, j) {
+				return true
+			}
+		case i < len(p) && j < len(q) && p[i] == q[j]:
+			return meet(i+1, j+1)
+		}
+		return false
+	}
+	return meet(0, 0)
+}
+
+// mergedSubscribe is GET /v1/events: the SSE stream of several streams,
+// merged in id order, each event's data in an envelope that names its
+// stream. It starts as the single-stream endpoint does (sseStart).
+func (h *Handler) mergedSubscribe(w http.ResponseWriter, r *http.Request) {
+	sel, err := h.parseSelection(r)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	st, err := sseStart(r)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	release, ok := h.takeSlot(r)
+	if !ok {
+		h.logger.Debug("subscriber over the limit", "streams", len(sel.names)+len(sel.patterns), "remote", r.RemoteAddr)
+		ssewire.RetryOnly(w, r, h.retryLine(true))
+		return
+	}
+	opts := stream.MergedOptions{Selection: sel.store(), Match: sel.match, After: st.after}
+	switch st.kind {
+	case startResume:
+		opts.Start = stream.MergedResume
+	case startSince:
+		opts.Start = stream.MergedFrom
+	case startLast:
+		opts.Start = stream.MergedFrom
+		opts.After, err = h.log.StartOfLastMerged(opts.Selection, st.last)
+	default:
+		opts.Start = stream.MergedLive
+	}
+	var m *stream.Merged
+	if err == nil {
+		m, err = h.hub.SubscribeMerged(opts)
+	}
+	if err != nil {
+		release()
+		if errors.Is(err, stream.ErrClosed) || errors.Is(err, store.ErrClosed) {
+			ssewire.RetryOnly(w, r, h.retryLine(true))
+			return
+		}
+		h.writeError(w, r, err)
+		return
+	}
+	first := h.retry
+	if st.kind == startLive {
+		first = liveFirst(h.retry, m.Cursor())
+	}
+	lifetime, limited := h.tokenLifetime(r)
+	err = h.wire.Start(w, r, first, func(sink ssewire.Sink) {
+		defer release()
+		defer m.Close()
+		h.follow(m, sink, "(merged)", lifetime, limited)
+	})
+	if err != nil {
+		m.Close()
+		release()
+		if errors.Is(err, ssewire.ErrClosed) {
+			ssewire.RetryOnly(w, r, h.retryLine(true))
+			return
+		}
+		h.logger.Debug("starting the stream failed", "streams", "(merged)", "err", err)
+	}
+}
+
+// mergedEvent is an event of a merged history page.
+type mergedEvent struct {
+	ID     store.ID `json:"id"`
+	Stream string   `json:"stream"`
+	historyEventBody
+}
+
+// mergedHistory is GET /v1/history: a page of the merged events of
+// several streams, as JSON, each with its stream. "gap" is true when any
+// selected stream lost events after the page's start.
+func (h *Handler) mergedHistory(w http.ResponseWriter, r *http.Request) {
+	sel, err := h.parseSelection(r)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	ssel := sel.store()
+	after, continues, err := historyStart(q, func(n int) (store.ID, error) { return h.log.StartOfLastMerged(ssel, n) })
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	limit, err := historyLimit(q)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	out := make([]mergedEvent, 0, min(limit, 64))
+	mb, err := h.log.ScanMerged(ssel, after, limit, func(e *store.Event) error {
+		out = append(out, mergedEvent{ID: e.ID, Stream: e.Stream, historyEventBody: bodyOf(e)})
+		return nil
+	})
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"events": out, "gap": continues && len(mb.Gaps) > 0})
+}
+
+// historyEventBody is what a history page shows of an event beside its id.
+type historyEventBody struct {
+	Type string          `json:"type"`
+	Data json.RawMessage `json:"data"`
+	Time string          `json:"time"`
+}
+
+func bodyOf(e *store.Event) historyEventBody {
+	typ := e.Type
+	if typ == "" {
+		typ = "message"
+	}
+	return historyEventBody{Type: typ, Data: append([]byte(nil), e.Data...), Time: e.ID.Time().UTC().Format(time.RFC3339Nano)}
+}
