@@ -84,9 +84,10 @@ func (l *Log) ScanMerged(sel Selection, after ID, limit int, fn func(*Event) err
 			return err
 		}
 		heap.Init(&h)
+		var e Event // one for the whole scan: fn may not keep it
 		for n := 0; h.Len() > 0 && (limit <= 0 || n < limit); n++ {
 			m := h.cursors[0]
-			e := Event{Stream: m.name}
+			e.Stream = m.name
 			if err := decodeValue(m.k, m.v, &e); err != nil {
 				return fmt.Errorf("stream %s id %x: %w", m.name, m.k, err)
 			}

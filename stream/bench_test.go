@@ -3,6 +3,7 @@ package stream_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/sselog/sselog/store"
@@ -57,6 +58,58 @@ func BenchmarkReplay(b *testing.B) {
 			}
 		}
 		sub.Close()
+		b.SetBytes(int64(bytes))
+		runs++
+	}
+	b.ReportMetric(float64(runs*total)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkReplayMerged is BenchmarkReplay for a merged subscriber over
+// ten streams holding the same 100,000 events between them, interleaved
+// in runs of 100: the k-way merge of the streams' cursors against the one
+// cursor of BenchmarkReplay. The target is at least half its events/s.
+func BenchmarkReplayMerged(b *testing.B) {
+	const total, streams = 100_000, 10
+	l, h := newHub(b, stream.Options{})
+	batch := make([]store.Event, 100)
+	var last store.ID
+	names := make([]string, streams)
+	for i := range names {
+		names[i] = fmt.Sprint("s", i)
+	}
+	for i := 0; i < total; i += len(batch) {
+		for j := range batch {
+			batch[j] = store.Event{Type: "update", Data: fmt.Appendf(nil, `{"n":%d,"payload":"0123456789abcdef0123456789abcdef"}`, i+j)}
+		}
+		ids, err := l.Append(context.Background(), names[(i/len(batch))%streams], batch)
+		if err != nil {
+			b.Fatal(err)
+		}
+		last = ids[len(ids)-1]
+	}
+	sel := store.Selection{Names: names}
+	match := func(s string) bool { return slices.Contains(names, s) }
+	b.ReportAllocs()
+	runs := 0
+	for b.Loop() {
+		m, err := h.SubscribeMerged(stream.MergedOptions{Selection: sel, Match: match, Start: stream.MergedResume})
+		if err != nil {
+			b.Fatal(err)
+		}
+		bytes := 0
+		for m.Cursor() != last {
+			frames, _, err := m.Next()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(frames) == 0 {
+				b.Fatalf("idle at %s before the last event", m.Cursor())
+			}
+			for _, f := range frames {
+				bytes += len(f)
+			}
+		}
+		m.Close()
 		b.SetBytes(int64(bytes))
 		runs++
 	}

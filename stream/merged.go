@@ -76,6 +76,7 @@ type Merged struct {
 
 	buf    []byte // the page in hand
 	held   int    // what it is charged to the replay budget
+	items  []pageItem
 	frames [][]byte
 	taken  []queued // the queue taken by the last call, kept until the next
 
@@ -89,6 +90,13 @@ type Merged struct {
 	overflow   bool // events were dropped from the queue: read the log
 	notify     chan struct{}
 	closed     bool
+}
+
+// pageItem is an event of a page read from the log: its id and where its
+// frame is in the page's buffer.
+type pageItem struct {
+	id       store.ID
+	from, to int
 }
 
 // queued is a frame the commit hook handed over, or a deletion (frame
@@ -256,11 +264,8 @@ func (m *Merged) appendReset(frames [][]byte, stream string, lowWater store.ID, 
 // everything committed before the read began has then been handed out.
 func (m *Merged) replay(allowance int) (caughtUp bool, err error) {
 	page := m.hub.opts.PageSize
-	type item struct {
-		id       store.ID
-		from, to int // the frame in m.buf
-	}
-	var items []item
+	items := m.items[:0]
+	defer func() { m.items = items[:0] }()
 	n := 0
 	mb, err := m.hub.log.ScanMerged(m.sel, m.cursor, page, func(e *store.Event) error {
 		need := len(m.buf) + mergedFrameLen(e)
@@ -272,7 +277,7 @@ func (m *Merged) replay(allowance int) (caughtUp bool, err error) {
 		}
 		start := len(m.buf)
 		m.buf = appendMergedFrame(m.buf, e)
-		items = append(items, item{e.ID, start, len(m.buf)})
+		items = append(items, pageItem{e.ID, start, len(m.buf)})
 		n++
 		return nil
 	})
@@ -300,6 +305,12 @@ func (m *Merged) replay(allowance int) (caughtUp bool, err error) {
 			m.told[g.Stream] = g.LowWater
 		}
 		gaps, m.starting = nil, false
+	}
+	if len(gaps) == 0 && len(items) > 0 {
+		// The usual page: its frames, in one buffer, go out as one.
+		m.cursor = items[len(items)-1].id
+		m.frames = append(m.frames, m.buf)
+		return !full, nil
 	}
 	// Resets go where their low-water marks fall among the events; those
 	// beyond a full page wait for the page that reaches them.
@@ -394,15 +405,24 @@ func mergedFrameLen(e *store.Event) int {
 
 // appendMergedFrame appends the frame of e in a merged feed: its data is
 // the envelope {"stream":"<name>","data":<data>}. Stream names need no
-// escaping (store.ValidateStream).
+// escaping (store.ValidateStream). Compact JSON, which is what the HTTP
+// API stores, has no line ends, so the envelope is written in place as one
+// data line; data with line ends goes through AppendFrame's split.
 func appendMergedFrame(b []byte, e *store.Event) []byte {
-	var env [256]byte
-	data := append(env[:0], `{"stream":"`...)
-	data = append(data, e.Stream...)
-	data = append(data, `","data":`...)
-	data = append(data, e.Data...)
-	data = append(data, '}')
-	return AppendFrame(b, e.ID, e.Type, data)
+	if indexLineEnd(e.Data) >= 0 {
+		env := make([]byte, 0, len(`{"stream":"","data":}`)+len(e.Stream)+len(e.Data))
+		env = append(append(append(env, `{"stream":"`...), e.Stream...), `","data":`...)
+		env = append(append(env, e.Data...), '}')
+		return AppendFrame(b, e.ID, e.Type, env)
+	}
+	b = append(b, "id: "...)
+	b = e.ID.AppendText(b)
+	if e.Type != "" {
+		b = append(append(b, "\nevent: "...), e.Type...)
+	}
+	b = append(append(b, "\ndata: {\"stream\":\""...), e.Stream...)
+	b = append(append(b, `","data":`...), e.Data...)
+	return append(b, "}\n\n"...)
 }
 
 // mergedResetFrame appends a reset of one stream of a merged feed: data

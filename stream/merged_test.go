@@ -370,3 +370,21 @@ func TestMergedClose(t *testing.T) {
 		t.Fatalf("subscribe after Close: %v", err)
 	}
 }
+
+// TestMergedFrame holds the merged frame to AppendFrame of the envelope,
+// for data with line ends and without, typed and not.
+func TestMergedFrame(t *testing.T) {
+	id := store.MinIDAt(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	for _, e := range []store.Event{
+		{ID: id, Stream: "a.b", Type: "t", Data: []byte(`{"x":[1,2]}`)},
+		{ID: id, Stream: "a", Data: []byte(`"plain"`)},
+		{ID: id, Stream: "c", Type: "t", Data: []byte("{\"x\":\n1,\r\n\"y\":\r2}")},
+		{ID: id, Stream: "c", Data: []byte("null")},
+	} {
+		env := fmt.Sprintf(`{"stream":"%s","data":%s}`, e.Stream, e.Data)
+		want := stream.AppendFrame(nil, e.ID, e.Type, []byte(env))
+		if got := stream.AppendMergedFrame(nil, &e); string(got) != string(want) {
+			t.Errorf("%q:\ngot  %q\nwant %q", e.Data, got, want)
+		}
+	}
+}

@@ -1,0 +1,4 @@
+package stream
+
+// AppendMergedFrame exposes the merged frame encoder to the tests.
+var AppendMergedFrame = appendMergedFrame
