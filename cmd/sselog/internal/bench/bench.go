@@ -39,6 +39,7 @@ const usage = `Usage: sselog bench <workload> [flags]
 Workloads:
   publish   concurrent publishers: events/s and acknowledgement latency
   fanout    paced publishing to many subscribers: deliveries/s, publish-to-receive latency, gaps
+            (--merged: events spread over many streams, each subscriber on several, merged)
   replay    publish events, then replay them all from the start: events/s
   idle      idle subscribers: the server's resident memory per subscriber
 
@@ -116,7 +117,7 @@ func newFlagSet(name string, stderr io.Writer, help string) (*flag.FlagSet, *com
 	fs := flag.NewFlagSet("sselog bench "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.url, "url", DefaultURL, "server base URL (ignored with --spawn)")
-	fs.StringVar(&c.stream, "stream", "", "stream to use (default: a new bench-<random> stream per run)")
+	fs.StringVar(&c.stream, "stream", "", "stream to use, or with fanout --merged the prefix of the streams' names (default: a new bench-<random> stream per run)")
 	fs.BoolVar(&c.json, "json", false, "print one JSON object instead of a table")
 	fs.BoolVar(&c.spawn, "spawn", false, "start a server (this executable, serve on a free port, temporary database) and stop it at the end")
 	fs.IntVar(&c.pid, "pid", 0, "process id of the server at --url, to read its CPU time and memory from /proc")

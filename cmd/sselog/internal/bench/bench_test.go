@@ -326,6 +326,7 @@ func TestUsageErrors(t *testing.T) {
 		{"spawn and pid", []string{"idle", "--spawn", "--pid", "1"}, "exclude each other"},
 		{"bad concurrency", []string{"publish", "--url", url, "-c", "0"}, "at least 1"},
 		{"bad rate", []string{"fanout", "--url", url, "--rate", "0"}, "must be positive"},
+		{"streams without merged", []string{"fanout", "--url", url, "--streams", "10"}, "need --merged"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -18,7 +18,6 @@ type target struct {
 	hostPort   string // for dialing
 	hostHeader string
 	stream     string
-	eventsURL  string
 	eventsPath string
 	client     *http.Client // for the health check
 }
@@ -37,16 +36,21 @@ func newTarget(base, stream string) (*target, error) {
 	}
 	u.Path, u.RawPath, u.RawQuery, u.Fragment = "", "", "", ""
 	b := u.String()
-	path := "/v1/streams/" + url.PathEscape(stream) + "/events"
+	path := eventsPath(stream)
 	return &target{
 		base:       b,
 		hostPort:   hostPort,
 		hostHeader: u.Host,
 		stream:     stream,
-		eventsURL:  b + path,
 		eventsPath: path,
 		client:     newHTTPClient(),
 	}, nil
+}
+
+// eventsPath is the path of a stream's events: publish to it, subscribe to
+// it alone.
+func eventsPath(stream string) string {
+	return "/v1/streams/" + url.PathEscape(stream) + "/events"
 }
 
 // newHTTPClient returns the client of the tool's few ordinary requests
@@ -148,6 +152,12 @@ func (b *eventBuilder) appendEvent(dst []byte, t, n int64) []byte {
 // all without a number when n < 0): one object when count is 1, else an
 // array.
 func (b *eventBuilder) appendBatch(dst []byte, count int, t, n int64) []byte {
+	return b.appendStrided(dst, count, t, n, 1)
+}
+
+// appendStrided is appendBatch with the numbers step apart: n, n+step, and
+// so on, as one stream's share of events spread over step streams.
+func (b *eventBuilder) appendStrided(dst []byte, count int, t, n, step int64) []byte {
 	if count == 1 {
 		return b.appendEvent(dst, t, n)
 	}
@@ -158,7 +168,7 @@ func (b *eventBuilder) appendBatch(dst []byte, count int, t, n int64) []byte {
 		}
 		seq := int64(-1)
 		if n >= 0 {
-			seq = n + int64(i)
+			seq = n + int64(i)*step
 		}
 		dst = b.appendEvent(dst, t, seq)
 	}

@@ -91,7 +91,7 @@ func runIdle(ctx context.Context, e *env, c *idleConfig) (report, error) {
 	)
 	cpu := startCPU(e.pid)
 	connectStart := time.Now()
-	g, err := openGroup(ctx, e, c.subscribers, func(g *group, _ int, sc *sseConn) {
+	g, err := openGroup(ctx, e, c.subscribers, nil, func(g *group, _ int, sc *sseConn) {
 		var f frame
 		for {
 			if err := sc.p.next(&f); err != nil {

@@ -29,7 +29,8 @@ type poster struct {
 	timeout time.Duration // bounds each request
 	conn    net.Conn
 	br      *bufio.Reader
-	head    []byte // the request line and fixed headers
+	path    string // the stream's events path that requests go to
+	head    []byte // after the path: the rest of the request line, fixed headers
 	out     []byte // the request being written, then the answer's body
 	// key, when set, is sent as the next request's Idempotency-Key.
 	key []byte
@@ -39,11 +40,15 @@ type poster struct {
 }
 
 func newPoster(t *target, timeout time.Duration) *poster {
-	p := &poster{t: t, timeout: timeout}
-	p.head = fmt.Appendf(nil, "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: sselog-bench\r\nContent-Type: application/json\r\nContent-Length: ",
-		t.eventsPath, t.hostHeader)
+	p := &poster{t: t, timeout: timeout, path: t.eventsPath}
+	p.head = fmt.Appendf(nil, " HTTP/1.1\r\nHost: %s\r\nUser-Agent: sselog-bench\r\nContent-Type: application/json\r\nContent-Length: ",
+		t.hostHeader)
 	return p
 }
+
+// to makes the following requests publish to the stream whose events path
+// is path (see target.eventsPath); one connection serves every stream.
+func (p *poster) to(path string) { p.path = path }
 
 func (p *poster) close() {
 	if p.conn != nil {
@@ -78,7 +83,7 @@ func (p *poster) publish(ctx context.Context, body []byte) ([]byte, error) {
 		p.close()
 		return nil, fmt.Errorf("publish: %w", err)
 	}
-	p.out = append(p.out[:0], p.head...)
+	p.out = append(append(append(p.out[:0], "POST "...), p.path...), p.head...)
 	p.out = strconv.AppendInt(p.out, int64(len(body)), 10)
 	if p.key != nil {
 		p.out = append(append(p.out, "\r\nIdempotency-Key: "...), p.key...)

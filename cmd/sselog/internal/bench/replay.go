@@ -156,7 +156,7 @@ func replay(ctx context.Context, e *env, events int64, r *replayReport) error {
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
 	start := time.Now()
-	c, err := dialSSE(ctx, e.t, zeroID, replayBuf)
+	c, err := dialSSE(ctx, e.t, e.t.eventsPath, zeroID, replayBuf)
 	if err != nil {
 		return err
 	}

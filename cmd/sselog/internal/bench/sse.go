@@ -171,11 +171,12 @@ type sseConn struct {
 // dialSSE opens a subscription over a plain TCP connection rather than
 // through an http.Transport, which would add two goroutines and two buffers
 // per connection: that counts at ten thousand subscribers. resume is the
-// Last-Event-ID to send, "" for none; bufSize sizes each of the two read
-// buffers. It returns once the first block, the retry hint that sselog
+// Last-Event-ID to send, "" for none; path is the request target (a
+// stream's events, or the merged endpoint with its query); bufSize sizes
+// each of the two read buffers. It returns once the first block, the retry hint that sselog
 // flushes at once, has arrived: by then the server has registered the
 // subscriber. ctx's deadline bounds all of it.
-func dialSSE(ctx context.Context, t *target, resume string, bufSize int) (*sseConn, error) {
+func dialSSE(ctx context.Context, t *target, path, resume string, bufSize int) (*sseConn, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", t.hostPort)
 	if err != nil {
@@ -190,7 +191,7 @@ func dialSSE(ctx context.Context, t *target, resume string, bufSize int) (*sseCo
 	if dl, set := ctx.Deadline(); set {
 		conn.SetDeadline(dl)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.eventsURL, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.base+path, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -34,13 +34,14 @@ type group struct {
 	firstErr error
 }
 
-// openGroup opens n subscriptions to e's stream, at most dialConcurrency at
-// a time, each under the deadline of e.timeout from now. Once subscriber i
+// openGroup opens n subscriptions, at most dialConcurrency at a time, each
+// under the deadline of e.timeout from now: subscriber i to path(i), or to
+// e's stream when path is nil. Once subscriber i
 // has its retry hint (the server has registered it), read(g, i, c) runs in its
 // goroutine and reads c until c fails or the group is closed. openGroup
 // returns when every subscription is open or has failed; on any failure
 // the group is closed and the first error returned.
-func openGroup(ctx context.Context, e *env, n int, read func(g *group, i int, c *sseConn)) (*group, error) {
+func openGroup(ctx context.Context, e *env, n int, path func(i int) string, read func(g *group, i int, c *sseConn)) (*group, error) {
 	if err := raiseFileLimit(n + fileMargin); err != nil {
 		return nil, err
 	}
@@ -54,7 +55,11 @@ func openGroup(ctx context.Context, e *env, n int, read func(g *group, i int, c 
 		g.wg.Add(1)
 		go func() {
 			defer g.wg.Done()
-			c, err := g.dial(dctx, e, sem)
+			p := e.t.eventsPath
+			if path != nil {
+				p = path(i)
+			}
+			c, err := g.dial(dctx, e, p, sem)
 			opened.Done()
 			if err != nil {
 				g.fail(err)
@@ -71,13 +76,13 @@ func openGroup(ctx context.Context, e *env, n int, read func(g *group, i int, c 
 	return g, nil
 }
 
-func (g *group) dial(ctx context.Context, e *env, sem chan struct{}) (*sseConn, error) {
+func (g *group) dial(ctx context.Context, e *env, path string, sem chan struct{}) (*sseConn, error) {
 	select {
 	case sem <- struct{}{}:
 	case <-ctx.Done():
 		return nil, fmt.Errorf("waiting to connect: %w", ctx.Err())
 	}
-	c, err := dialSSE(ctx, e.t, "", subscriberBuf)
+	c, err := dialSSE(ctx, e.t, path, "", subscriberBuf)
 	<-sem
 	if err != nil {
 		return nil, err
