@@ -54,7 +54,9 @@ type FileCheckpoint struct {
 }
 
 // NewFileCheckpoint returns the checkpoint kept in the file at path. The
-// file's directory must exist.
+// file's directory must exist; Load fails when it does not, so that a
+// consumer learns it at its start rather than at its first Save, after
+// it has handled items it then cannot record.
 func NewFileCheckpoint(path string) *FileCheckpoint {
 	return &FileCheckpoint{path: path}
 }
@@ -62,15 +64,24 @@ func NewFileCheckpoint(path string) *FileCheckpoint {
 // Path is the checkpoint's file.
 func (f *FileCheckpoint) Path() string { return f.path }
 
-// Load returns the id the file holds, or "" when there is no file. A file
-// that holds anything but an id is an error, not a fresh start: a
-// consumer that silently started over would handle everything again.
+// Load returns the id the file holds, or "" when there is no file in an
+// existing directory. A file that holds anything but an id is an error,
+// not a fresh start: a consumer that silently started over would handle
+// everything again. So is a directory that is missing, or not one.
 func (f *FileCheckpoint) Load(ctx context.Context) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
 	b, err := os.ReadFile(f.path)
 	if errors.Is(err, fs.ErrNotExist) {
+		dir := filepath.Dir(f.path)
+		fi, err := os.Stat(dir)
+		if err != nil {
+			return "", fmt.Errorf("checkpoint %s: its directory: %w", f.path, err)
+		}
+		if !fi.IsDir() {
+			return "", fmt.Errorf("checkpoint %s: %s is not a directory", f.path, dir)
+		}
 		return "", nil
 	}
 	if err != nil {

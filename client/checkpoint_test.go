@@ -69,6 +69,27 @@ func TestFileCheckpoint(t *testing.T) {
 	}
 }
 
+// TestFileCheckpointNoDirectory: a checkpoint whose directory is missing,
+// or is a file, fails to Load, rather than loading as "nothing saved" and
+// failing at the first Save.
+func TestFileCheckpointNoDirectory(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{filepath.Join(dir, "missing", "c.checkpoint"), filepath.Join(file, "c.checkpoint")} {
+		cp := client.NewFileCheckpoint(path)
+		if id, err := cp.Load(t.Context()); err == nil || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: %q, %v; want an error naming the checkpoint", path, id, err)
+		}
+		if _, err := client.Resume(t.Context(), cp, client.Live()); err == nil {
+			t.Errorf("%s: Resume started", path)
+		}
+	}
+}
+
 // checkpointChildEnv carries the checkpoint file to TestHelperCheckpoint.
 const checkpointChildEnv = "TEST_SSELOG_CHECKPOINT_FILE"
 

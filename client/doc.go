@@ -37,9 +37,12 @@
 // from a start: After an id, the Beginning, Since a time, the Last n, or
 // Live. It reconnects by itself, with Last-Event-ID set to the id of the
 // last item it yielded, so that what it yields has no gap and no duplicate
-// across reconnections, server restarts included; before the first item, a
-// reconnection repeats the start (so Live, Since and Last are as of the
-// connection that delivers the first item). Between attempts it waits the
+// across reconnections, server restarts included. Before the first item, a
+// Live start resumes after the position the server's first block gave
+// (sselog sends the newest id there), so nothing committed while it
+// reconnects is missed; the other starts are repeated, which is exact for
+// After, Beginning and Since, and makes Last the n newest as of the
+// connection that delivers the first item. Between attempts it waits the
 // server's retry hint, jittered, and backs off while attempts keep
 // failing. Where the server cannot continue exactly (events removed by
 // retention or deletion, a position it never issued), Subscribe yields an
@@ -48,7 +51,8 @@
 // ignores the http.Client's Timeout, which would cut every stream.
 //
 // History walks the same events over the history endpoint, page by page,
-// and ends at the end of what is stored; Info describes a stream.
+// from any start but Live, and ends at the end of what is stored; Info
+// describes a stream.
 //
 // # Consumers that crash
 //
@@ -62,8 +66,9 @@
 // SSE is parsed by a small parser of this package (sse.go) held to the
 // WHATWG rules: CR, LF and CRLF line ends (a CR is not held waiting for a
 // LF), the byte order mark, comments, the last event id that persists from
-// event to event, blocks without data that dispatch nothing, and a block
-// cut by the end of the stream that is dropped. It is tested on the
+// block to block, blocks without data that dispatch nothing but set the
+// last event id, and a block cut by the end of the stream that is dropped,
+// its id with it. It is tested on the
 // server's golden frames and fuzzed against a second, plain reading of
 // the rules. The go-sse client the server's tests use was not taken: its
 // reader dispatches blocks that carry no data (the "retry:" block every

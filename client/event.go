@@ -28,10 +28,8 @@ type Event struct {
 	// "message", as SSE and the history endpoint give it. Published, ""
 	// sends no type.
 	Type string
-	// Data is the event's JSON value, compact. Subscribe gives the bytes
-	// the server stored; History gives them as the history endpoint
-	// encodes them, with "<", ">" and "&" in strings escaped as \u003c,
-	// \u003e and \u0026: the same JSON value. Published, nil sends JSON
+	// Data is the event's JSON value, compact: the bytes the server
+	// stored, from Subscribe and History alike. Published, nil sends JSON
 	// null, and the bytes go as given (not HTML-escaped).
 	Data json.RawMessage
 	// Time is when the server assigned the id: the id's millisecond
@@ -133,8 +131,9 @@ func Since(t time.Time) From {
 }
 
 // Last starts at the newest n events (n from 1 to the server's limit,
-// 10,000) and continues live. No Reset is given for events removed before
-// them. History does not accept it.
+// 10,000) and continues live; History takes the newest n as of its first
+// request, and what follows them up to the end of what is stored. No
+// Reset is given for events removed before them.
 func Last(n int) From {
 	if n < 1 {
 		return From{kind: fromLast, last: n, err: fmt.Errorf("%w: Last needs at least one event, not %d", ErrInvalid, n)}

@@ -17,17 +17,19 @@ import (
 const HistoryPage = 1000
 
 // History walks stream's stored events from the start from gives (After,
-// Beginning or Since; Last and Live are refused with ErrInvalid), a page
-// at a time over the history endpoint, without SSE, and ends after a page
-// that comes back empty: at the end of what is stored by then. Each page
-// is retried like a publish (see WithBackoff) until ctx ends.
+// Beginning, Since, or Last: the n newest as of the first request; Live
+// is refused with ErrInvalid), a page at a time over the history
+// endpoint, without SSE, and ends after a page that comes back empty: at
+// the end of what is stored by then. Each page is retried like a publish
+// (see WithBackoff) until ctx ends.
 //
 // Where the server says that events after the position were removed
 // ("gap": true), History yields a Reset with ReasonGap before the events
 // that follow. Its ID is the id just below the first of them, so that
 // resuming after it continues with that event, and is not told of the gap
 // again; when no event follows, it is the position asked for, and the
-// walk ends. A Since start reports no gap for what was removed before it.
+// walk ends. Since and Last starts report no gap for what was removed
+// before them.
 //
 // As with Subscribe, an error is the last thing yielded.
 func (c *Client) History(ctx context.Context, stream string, from From) iter.Seq2[Item, error] {
@@ -37,18 +39,23 @@ func (c *Client) History(ctx context.Context, stream string, from From) iter.Seq
 			fail(from.err)
 			return
 		}
-		var after, since string
+		// The first page starts where from says (param=value); the next
+		// ones after the last event read.
+		var after, param, value string
 		switch from.kind {
 		case fromAfter:
 			after = from.id
+			param, value = "after", after
 		case fromSince:
-			since = from.since.UTC().Format(time.RFC3339Nano)
+			param, value = "since", from.since.UTC().Format(time.RFC3339Nano)
+		case fromLast:
+			param, value = "last", strconv.Itoa(from.last)
 		default:
-			fail(fmt.Errorf("%w: history starts After an id, at the Beginning or Since a time, not from %s", ErrInvalid, from))
+			fail(fmt.Errorf("%w: history starts After an id, at the Beginning, Since a time or with the Last n, not %s", ErrInvalid, from))
 			return
 		}
 		for {
-			page, err := c.historyPage(ctx, stream, after, since)
+			page, err := c.historyPage(ctx, stream, param, value)
 			if err != nil {
 				fail(err)
 				return
@@ -82,7 +89,8 @@ func (c *Client) History(ctx context.Context, stream string, from From) iter.Seq
 					fail(fmt.Errorf("%w: event %s after %s: ids must increase", ErrProtocol, e.ID, after))
 					return
 				}
-				after, since = e.ID, ""
+				after = e.ID
+				param, value = "after", after
 				if ctx.Err() != nil {
 					fail(ctx.Err())
 					return
@@ -105,14 +113,10 @@ type historyPage struct {
 	Gap bool `json:"gap"`
 }
 
-// historyPage reads the page after the id after, or from the time since.
-func (c *Client) historyPage(ctx context.Context, stream, after, since string) (historyPage, error) {
-	q := url.Values{"limit": {strconv.Itoa(HistoryPage)}}
-	if since != "" {
-		q.Set("since", since)
-	} else {
-		q.Set("after", after)
-	}
+// historyPage reads the page that starts where param (after, since or
+// last) says.
+func (c *Client) historyPage(ctx context.Context, stream, param, value string) (historyPage, error) {
+	q := url.Values{"limit": {strconv.Itoa(HistoryPage)}, param: {value}}
 	var page historyPage
 	err := c.retry(ctx, func() error {
 		page = historyPage{}

@@ -67,9 +67,52 @@ func TestHistoryFrom(t *testing.T) {
 	if ids, err := walk(client.Since(middle)); err != nil || strings.Join(ids, ",") != strings.Join(late, ",") {
 		t.Errorf("since: %v, %v; want %v", ids, err, late)
 	}
-	for _, from := range []client.From{client.Live(), client.Last(3)} {
-		if _, err := walk(from); !errors.Is(err, client.ErrInvalid) {
-			t.Errorf("%v: %v, want ErrInvalid", from, err)
+	if ids, err := walk(client.Last(3)); err != nil || strings.Join(ids, ",") != strings.Join(append(early[2:], late...), ",") {
+		t.Errorf("last 3: %v, %v; want %v, %v", ids, err, early[2], late)
+	}
+	if ids, err := walk(client.Last(50)); err != nil || len(ids) != 5 {
+		t.Errorf("last 50 of 5: %v, %v; want all five", ids, err)
+	}
+	if _, err := walk(client.Live()); !errors.Is(err, client.ErrInvalid) {
+		t.Errorf("live: %v, want ErrInvalid", err)
+	}
+}
+
+// TestHistoryLast: a Last start over more than a page asks for last=n
+// once, then pages on after the last event read, and yields exactly the
+// newest n.
+func TestHistoryLast(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t)
+	rec, url := newRecorder(t, srv.URL, nil)
+	c := newClient(t, url)
+	for n := 0; n < 3000; n += 500 {
+		srv.publishN(t, "s", n, 500)
+	}
+	var items []client.Item
+	for item, err := range c.History(t.Context(), "s", client.Last(2500)) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, item)
+	}
+	if err := sameEvents(events(items), srv.stored(t, "s")[500:]); err != nil {
+		t.Fatal(err)
+	}
+	seen := rec.seen()
+	if len(seen) != 4 {
+		t.Fatalf("%d pages read, want 4 (three, then an empty one)", len(seen))
+	}
+	for i, r := range seen {
+		wantLast, wantAfter := "", ""
+		switch i {
+		case 0:
+			wantLast = "2500"
+		default:
+			wantAfter = items[min(i*client.HistoryPage, len(items))-1].ID
+		}
+		if r.query.Get("last") != wantLast || r.query.Get("after") != wantAfter || r.query.Has("since") {
+			t.Errorf("page %d: query %v, want last=%q after=%q", i, r.query, wantLast, wantAfter)
 		}
 	}
 }

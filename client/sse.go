@@ -21,11 +21,12 @@ import (
 //     follows the first ":", less one leading space; a line without ":" is
 //     a field with an empty value; unknown fields are ignored;
 //   - "data" lines are joined with LF; "event" sets the type ("message"
-//     when absent); "id" sets the last event id unless its value holds
-//     NUL, and the last event id persists from block to block; "retry"
-//     counts only when its value is all ASCII digits;
-//   - a blank line dispatches the block if it has data, and otherwise
-//     clears it; a block the stream ends inside is discarded.
+//     when absent); "id" sets the last event id buffer unless its value
+//     holds NUL; "retry" counts only when its value is all ASCII digits;
+//   - a blank line sets the last event id from the buffer, whether or not
+//     the block has data (the id persists from block to block), then
+//     dispatches the block if it has data, and otherwise clears it; a
+//     block the stream ends inside is discarded, and its id with it.
 //
 // Bytes are kept as they arrive: where a browser would decode invalid
 // UTF-8 as U+FFFD, this parser leaves it to the checks that follow (an id
@@ -57,9 +58,15 @@ type sseParser struct {
 	afterCR bool // the last line ended with CR: an LF next belongs to it
 	line    []byte
 
+	idBuf string // the last event id buffer: the latest id field
+	typ   []byte
+	data  []byte // each data line followed by LF
+
+	// lastID is the last event id as of the last blank line: the id of
+	// the last event dispatched, or of a later block without data (a
+	// block that only sets the position, as sselog's live start sends).
+	// It is what a reconnection sends as Last-Event-ID.
 	lastID string
-	typ    []byte
-	data   []byte // each data line followed by LF
 
 	// What the stream said besides events since the caller last looked:
 	// the newest retry hint, and how many comments came.
@@ -82,6 +89,7 @@ func (p *sseParser) next() (sseEvent, error) {
 			return sseEvent{}, err
 		}
 		if len(line) == 0 {
+			p.lastID = p.idBuf
 			if len(p.data) == 0 {
 				p.typ = p.typ[:0]
 				continue
@@ -112,7 +120,7 @@ func (p *sseParser) next() (sseEvent, error) {
 			p.data = append(append(p.data, value...), '\n')
 		case "id":
 			if bytes.IndexByte(value, 0) < 0 {
-				p.lastID = string(value)
+				p.idBuf = string(value)
 			}
 		case "retry":
 			if ms, ok := digits(value); ok {

@@ -27,6 +27,17 @@ func parseAll(r io.Reader) (events []sseEvent, retry time.Duration, hasRetry boo
 	}
 }
 
+// lastEventID reads input to its end and returns the parser's last event
+// id: what a reconnection would send.
+func lastEventID(r io.Reader) string {
+	p := newSSEParser(r)
+	for {
+		if _, err := p.next(); err != nil {
+			return p.lastID
+		}
+	}
+}
+
 // goldenFrames are the server's frames in testdata/frames (written by
 // stream.AppendFrame, see stream/frame_test.go) with the event each one
 // must read as: the data's CR, LF and CRLF line ends all read as LF.
@@ -126,6 +137,35 @@ func TestParseRules(t *testing.T) {
 	}
 }
 
+// TestParseLastEventID: the last event id is set by every blank line, a
+// block without data included (sselog's live start is "retry: <ms>",
+// "id: <position>" and no data), and persists from block to block; the id
+// of a block the stream ends inside is not taken.
+func TestParseLastEventID(t *testing.T) {
+	const x, y = "01JDX3ZJ1P8V6Y5C4Q2W7N9K0A", "01JDX3ZJ1P8V6Y5C4Q2W7N9K0B"
+	for _, tc := range []struct {
+		name, wire, want string
+	}{
+		{"a live start's first block", "retry: 20\nid: " + x + "\n\n", x},
+		{"an event's id", "id: " + x + "\ndata: 1\n\n", x},
+		{"persists over blocks without an id", "id: " + x + "\ndata: 1\n\ndata: 2\n\n: hi\n\n", x},
+		{"a block without data after an event", "id: " + x + "\ndata: 1\n\nid: " + y + "\n\n", y},
+		{"a block the stream ends inside", "id: " + x + "\ndata: 1\n\nid: " + y + "\n", x},
+		{"a block cut inside its data", "id: " + x + "\n\nid: " + y + "\ndata: 2", x},
+		{"an empty id clears it", "id: " + x + "\n\nid\n\n", ""},
+		{"an id with NUL is ignored", "id: " + x + "\n\nid: 1\x002\n\n", x},
+		{"none", "retry: 20\n\ndata: 1\n\n", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, r := range []io.Reader{strings.NewReader(tc.wire), iotest.OneByteReader(strings.NewReader(tc.wire))} {
+				if got := lastEventID(r); got != tc.want {
+					t.Errorf("%q: last event id %q, want %q", tc.wire, got, tc.want)
+				}
+			}
+		})
+	}
+}
+
 // TestParseCRDoesNotWait: a stream that pauses right after a CR has ended
 // that line: the event it completes is dispatched without waiting for a
 // LF that may never come.
@@ -169,7 +209,8 @@ func TestParseTooLarge(t *testing.T) {
 
 // FuzzParse holds the streaming parser, fed a byte at a time, to a second
 // reading of the rules that splits the whole input into lines first: the
-// two must agree on every event, the retry hint and the comments.
+// two must agree on every event, the retry hint, the comments and the
+// last event id.
 func FuzzParse(f *testing.F) {
 	for _, tc := range goldenFrames {
 		f.Add([]byte("retry: 10\n\n" + tc.data))
@@ -178,7 +219,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("data: a\r"))
 	f.Add([]byte("data: a\r\r\n\n"))
 	f.Fuzz(func(t *testing.T, wire []byte) {
-		want, wantRetry, wantHasRetry, wantComments := referenceParse(string(wire))
+		want, wantRetry, wantHasRetry, wantComments, wantLastID := referenceParse(string(wire))
 		for _, r := range []io.Reader{bytes.NewReader(wire), iotest.OneByteReader(bytes.NewReader(wire))} {
 			got, retry, hasRetry, comments, err := parseAll(r)
 			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -194,6 +235,11 @@ func FuzzParse(f *testing.F) {
 			}
 			if retry != wantRetry || hasRetry != wantHasRetry || comments != wantComments {
 				t.Fatalf("%q: retry %v %v comments %d, reference %v %v %d", wire, retry, hasRetry, comments, wantRetry, wantHasRetry, wantComments)
+			}
+		}
+		for _, r := range []io.Reader{bytes.NewReader(wire), iotest.OneByteReader(bytes.NewReader(wire))} {
+			if got := lastEventID(r); got != wantLastID {
+				t.Fatalf("%q: last event id %q, reference %q", wire, got, wantLastID)
 			}
 		}
 	})
@@ -230,7 +276,7 @@ func FuzzParseFrame(f *testing.F) {
 // referenceParse is the WHATWG event stream interpretation read plainly
 // over a whole input: split into lines (the text after the last line end
 // is no line), then each line taken as the standard says.
-func referenceParse(wire string) (events []sseEvent, retry time.Duration, hasRetry bool, comments int) {
+func referenceParse(wire string) (events []sseEvent, retry time.Duration, hasRetry bool, comments int, lastID string) {
 	wire = strings.TrimPrefix(wire, "\uFEFF")
 	var lines []string
 	for {
@@ -244,10 +290,11 @@ func referenceParse(wire string) (events []sseEvent, retry time.Duration, hasRet
 		}
 		wire = wire[i+1:]
 	}
-	var lastID, typ, data string
+	var idBuf, typ, data string
 	for _, line := range lines {
 		switch {
 		case line == "":
+			lastID = idBuf
 			if data == "" {
 				typ = ""
 				continue
@@ -270,7 +317,7 @@ func referenceParse(wire string) (events []sseEvent, retry time.Duration, hasRet
 				data += value + "\n"
 			case "id":
 				if !strings.Contains(value, "\x00") {
-					lastID = value
+					idBuf = value
 				}
 			case "retry":
 				if value != "" && strings.Trim(value, "0123456789") == "" {
@@ -285,7 +332,7 @@ func referenceParse(wire string) (events []sseEvent, retry time.Duration, hasRet
 			}
 		}
 	}
-	return events, retry, hasRetry, comments
+	return events, retry, hasRetry, comments, lastID
 }
 
 func sameEvent(a, b sseEvent) bool {

@@ -23,10 +23,17 @@ import (
 // The iterator reconnects by itself when a connection fails or ends: with
 // Last-Event-ID set to the id of the last item it yielded, a reset's
 // included, so that the server resumes exactly after it. Until it has
-// yielded an item, a reconnection repeats the start from gives. It waits
-// the server's retry hint before a reconnection, with jitter, and backs
-// off further while attempts keep failing (see WithBackoff), honouring
-// Retry-After.
+// yielded an item, a reconnection resumes after the position the server
+// gave in a block without data, if it gave one: sselog starts a Live
+// stream with "id: <the newest id>" beside its retry hint, so that a Live
+// start that reconnects before its first event misses nothing committed
+// in between. Otherwise (After, Beginning, Since and Last starts, whose
+// streams carry no such block) a reconnection before the first item
+// repeats the start from gives: exact for After, Beginning and Since, and
+// for Last the n newest as of the connection that delivers the first
+// item. It waits the server's retry hint before a reconnection, with
+// jitter, and backs off further while attempts keep failing (see
+// WithBackoff), honouring Retry-After.
 //
 // Errors that reconnecting cannot fix (a refused request: ErrInvalid,
 // ErrUnauthorized, ErrForbidden, ErrNotFound; an answer that is not SSE or
@@ -62,8 +69,12 @@ type subscription struct {
 	c      *Client
 	stream string
 	from   From
-	last   string        // id of the last item yielded; "" before the first
-	hint   time.Duration // the server's newest retry hint; 0 before any
+	// last is where a reconnection resumes: the id of the last item
+	// yielded, or, before the first, the position a block without data
+	// set (a live start's first block); "" when neither.
+	last    string
+	yielded bool          // an item has been yielded
+	hint    time.Duration // the server's newest retry hint; 0 before any
 }
 
 // run connects, reads and reconnects until the consumer stops (errStopped),
@@ -118,8 +129,8 @@ func (s *subscription) run(ctx context.Context, yield func(Item, error) bool) er
 	}
 }
 
-// connect opens one SSE response: from the last item yielded, or, before
-// the first, from the subscription's start.
+// connect opens one SSE response: after s.last, or, when there is none,
+// from the subscription's start.
 func (s *subscription) connect(ctx context.Context) (io.ReadCloser, error) {
 	u := s.c.streamURL(s.stream, "/events")
 	resume := s.last
@@ -173,6 +184,9 @@ func (s *subscription) read(ctx context.Context, body io.Reader, yield func(Item
 			healthy, p.comments = true, 0
 		}
 		if err != nil {
+			if perr := s.adopt(p.lastID); perr != nil {
+				return healthy, perr
+			}
 			return healthy, err
 		}
 		item, err := s.item(ev)
@@ -185,11 +199,43 @@ func (s *subscription) read(ctx context.Context, body io.Reader, yield func(Item
 			// ended: cancelling stops the items at once.
 			return healthy, ctx.Err()
 		}
-		s.last = item.ID
+		s.last, s.yielded = item.ID, true
 		if !yield(item, nil) {
 			return healthy, errStopped
 		}
 	}
+}
+
+// adopt takes, before the first item, the last event id a connection
+// ended with as the point to resume after. Only a block without data can
+// have set it then (an event would have been yielded): sselog's live
+// start, whose first block is the retry hint and the id of the newest
+// event, the position the stream starts after. Resuming there, rather
+// than starting live again, loses nothing committed between the two
+// connections. After the first item the resume point is that item's, as
+// the server promises no other block without data mid-stream.
+func (s *subscription) adopt(id string) error {
+	if s.yielded || id == "" || id == s.last {
+		return nil
+	}
+	u, err := ulid.ParseStrict(id)
+	if err != nil {
+		return fmt.Errorf("%w: the id %q the stream started with is not a ULID", ErrProtocol, id)
+	}
+	if floor := s.floor(); floor != "" && u.String() < floor {
+		return fmt.Errorf("%w: the stream started at %s, before %s", ErrProtocol, u, floor)
+	}
+	s.last = u.String()
+	return nil
+}
+
+// floor is the id every event must be above: the resume point, or an
+// After start's id.
+func (s *subscription) floor() string {
+	if s.last == "" && s.from.kind == fromAfter {
+		return s.from.id
+	}
+	return s.last
 }
 
 // item turns a dispatched SSE event into an Item, checking it against
@@ -215,11 +261,7 @@ func (s *subscription) item(ev sseEvent) (Item, error) {
 	if err != nil {
 		return Item{}, err
 	}
-	floor := s.last
-	if floor == "" && s.from.kind == fromAfter {
-		floor = s.from.id
-	}
-	if floor != "" && e.ID <= floor {
+	if floor := s.floor(); floor != "" && e.ID <= floor {
 		return Item{}, fmt.Errorf("%w: event %s after %s: ids must increase", ErrProtocol, e.ID, floor)
 	}
 	return Item{ID: e.ID, Event: e}, nil

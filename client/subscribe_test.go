@@ -1,11 +1,14 @@
 package client_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -168,6 +171,37 @@ func TestSubscribeResumePoint(t *testing.T) {
 	}
 }
 
+// TestSubscribeStartPosition: before the first item, the position a
+// block without data gave (sselog's live start) is where every
+// reconnection resumes, until an item moves it; the id of a block the
+// stream ended inside does not count.
+func TestSubscribeStartPosition(t *testing.T) {
+	t.Parallel()
+	const (
+		pos = "01JDX3ZJ1P8V6Y5C4Q2W7N9K0A"
+		cut = "01JDX3ZJ1P8V6Y5C4Q2W7N9K0Z"
+		id1 = "01JDX3ZJ1P8V6Y5C4Q2W7N9K0B"
+		id2 = "01JDX3ZJ1P8V6Y5C4Q2W7N9K0C"
+	)
+	script, url := newSSEScript(t,
+		sendSSE("retry: 1\nid: "+pos+"\n\nid: "+cut+"\n"),
+		sendSSE("retry: 1\n\n"), // a resume: no position of its own
+		sendSSE("retry: 1\n\n"+frame(id1, "", `1`)),
+		holdSSE("retry: 1\n\n"+frame(id2, "", `2`)),
+	)
+	c := newClient(t, url)
+	got := collect(c.Subscribe(t.Context(), "s", client.Live()))
+	items := got.waitFor(t, 2)
+	if ids := itemIDs(items); strings.Join(ids, ",") != id1+","+id2 {
+		t.Fatalf("got %v, want %s, %s", ids, id1, id2)
+	}
+	for i, want := range []string{"", pos, pos, id1} {
+		if h := script.seen()[i].header.Get("Last-Event-ID"); h != want {
+			t.Errorf("attempt %d: Last-Event-ID %q, want %q", i, h, want)
+		}
+	}
+}
+
 // TestSubscribeRetryHint: a stream that ends is reconnected after the
 // server's retry hint, not sooner.
 func TestSubscribeRetryHint(t *testing.T) {
@@ -222,13 +256,18 @@ func TestSubscribeRefused(t *testing.T) {
 		{"data not JSON", sendSSE(frame("01JDX3ZJ1P8V6Y5C4Q2W7N9K0A", "", `{`)), client.ErrProtocol},
 		{"ids going back", sendSSE(frame("01JDX3ZJ1P8V6Y5C4Q2W7N9K0B", "", `1`) + frame("01JDX3ZJ1P8V6Y5C4Q2W7N9K0A", "", `2`)), client.ErrProtocol},
 		{"reset without a reason", sendSSE(frame("01JDX3ZJ1P8V6Y5C4Q2W7N9K0A", "reset", `{}`)), client.ErrProtocol},
+		{"start position not an id", sendSSE("retry: 1\nid: nope\n\n"), client.ErrProtocol},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			script, url := newSSEScript(t, tc.step)
 			c := newClient(t, url)
+			// A refusal the client mistakes for a reason to reconnect
+			// ends at the deadline, with the wrong error.
+			ctx, cancel := context.WithTimeout(t.Context(), testkit.Wait)
+			defer cancel()
 			var errs []error
-			for _, err := range c.Subscribe(t.Context(), "s", client.Live()) {
+			for _, err := range c.Subscribe(ctx, "s", client.Live()) {
 				if err != nil {
 					errs = append(errs, err)
 				}
@@ -391,3 +430,124 @@ func mustULID(t *testing.T, s string) store.ID {
 	}
 	return id
 }
+
+// TestSubscribeLiveResumesBeforeFirstItem: a Live subscription whose first
+// connection ends before any event (after the server's first block, which
+// carries the position the stream starts after) resumes from that
+// position: an event committed while it reconnects is its first item, not
+// skipped by a second live start. (From the client review:
+// TestReviewLiveGapBeforeFirstItem.)
+func TestSubscribeLiveResumesBeforeFirstItem(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t)
+	srv.publishN(t, "s", 0, 1) // so that the live position is not the zero id
+	var (
+		firstBlock = make(chan string, 1)   // connection 0's first block, as the client got it
+		published  = make(chan struct{})    // e1 is committed
+		live       = make(chan struct{}, 1) // connection 1 has its first block
+	)
+	rec, url := newRecorder(t, srv.URL, nil)
+	rec.answer = func(n int, w http.ResponseWriter, r *http.Request, _ []byte) bool {
+		switch n {
+		case 0:
+			// Only the first block goes through; then the response ends
+			// cleanly, so the client reads that block before the end.
+			firstBlock <- forwardFirstBlock(t, srv.URL, w, r)
+			return true
+		case 1:
+			select {
+			case <-published:
+			case <-r.Context().Done():
+				return true
+			}
+			rec.backend.ServeHTTP(&firstWrite{ResponseWriter: w, wrote: live}, r)
+			return true
+		}
+		return false
+	}
+	c := newClient(t, url)
+	got := collect(c.Subscribe(t.Context(), "s", client.Live()))
+
+	var block string
+	select {
+	case block = <-firstBlock:
+	case <-time.After(testkit.Wait):
+		t.Fatal("no connection")
+	}
+	_, position, _ := strings.Cut(block, "id: ")
+	position, _, _ = strings.Cut(position, "\n")
+	if len(position) != 26 {
+		t.Fatalf("the live stream's first block %q has no id", block)
+	}
+	// Connection 0 is over at the client's end and the reconnection is
+	// held: e1 is committed between the two.
+	e1 := srv.publishN(t, "s", 1, 1)
+	close(published)
+	select {
+	case <-live:
+	case <-time.After(testkit.Wait):
+		t.Fatal("no second connection")
+	}
+	e2 := srv.publishN(t, "s", 2, 1)
+	items := got.waitFor(t, 1)
+	if items[0].ID != e1[0] {
+		t.Fatalf("first item %s, want %s, committed while the live subscription reconnected (e2 is %s)", items[0].ID, e1[0], e2[0])
+	}
+	if items := got.waitFor(t, 2); items[1].ID != e2[0] {
+		t.Errorf("second item %s, want %s", items[1].ID, e2[0])
+	}
+	seen := rec.seen()
+	if h := seen[1].header.Get("Last-Event-ID"); h != position || len(seen[1].query) != 0 {
+		t.Errorf("the reconnection sent Last-Event-ID %q and query %v; want %s, the live start's position, and no query", h, seen[1].query, position)
+	}
+}
+
+// forwardFirstBlock passes an SSE request to the backend, relays the
+// answer's first block (up to its blank line) to the client, flushed, and
+// ends the response there; the backend's stream is closed. It returns the
+// block.
+func forwardFirstBlock(t *testing.T, backend string, w http.ResponseWriter, r *http.Request) string {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, r.Method, backend+r.URL.RequestURI(), nil)
+	if err != nil {
+		t.Errorf("forward: %v", err)
+		return ""
+	}
+	req.Header = r.Header.Clone()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Errorf("forward: %v", err)
+		return ""
+	}
+	defer resp.Body.Close()
+	var block strings.Builder
+	br := bufio.NewReader(resp.Body)
+	for {
+		line, err := br.ReadString('\n')
+		block.WriteString(line)
+		if err != nil || line == "\n" {
+			break
+		}
+	}
+	w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.WriteString(w, block.String())
+	_ = http.NewResponseController(w).Flush()
+	return block.String()
+}
+
+// firstWrite is a ResponseWriter that signals its first write.
+type firstWrite struct {
+	http.ResponseWriter
+	wrote chan<- struct{}
+	once  sync.Once
+}
+
+func (f *firstWrite) Write(p []byte) (int, error) {
+	n, err := f.ResponseWriter.Write(p)
+	f.once.Do(func() { f.wrote <- struct{}{} })
+	return n, err
+}
+
+func (f *firstWrite) Unwrap() http.ResponseWriter { return f.ResponseWriter }

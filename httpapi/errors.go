@@ -101,8 +101,16 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	writeJSON(w, status, map[string]string{"error": msg})
 }
 
+// writeJSON answers with v as JSON. Event data is sent as it is stored,
+// as SSE sends it: without encoding/json's HTML escaping of "<", ">" and
+// "&", which would hand a history reader other bytes than a subscriber
+// for the same event. The answer is never a page: nosniff keeps a browser
+// from taking it for one.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
 }

@@ -172,3 +172,27 @@ func TestHealthz(t *testing.T) {
 		t.Fatalf("HEAD /healthz: %d, %v", status, err)
 	}
 }
+
+// TestHistoryDataBytes: history gives an event's data as stored, the bytes
+// SSE sends, with no HTML escaping of "<", ">" and "&"; the answer says
+// nosniff.
+func TestHistoryDataBytes(t *testing.T) {
+	s := newServer(t, httpapi.Options{}, stream.Options{})
+	const data = "{\"html\":\"<b>&amp;</b>\",\"sep\":\"\u2028\"}"
+	s.mustPublish(t, "s", `{"data":`+data+`}`)
+	status, _, body, err := s.do(http.MethodGet, "/v1/streams/s/history", "", "", nil)
+	if err != nil || status != http.StatusOK {
+		t.Fatal(status, err)
+	}
+	if !strings.Contains(string(body), `"data":`+data+`,`) {
+		t.Fatalf("history %s does not hold the data %s as stored", body, data)
+	}
+	resp, err := s.client.Get(s.URL + "/v1/streams/s/history")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("X-Content-Type-Options"); got != "nosniff" {
+		t.Fatalf("X-Content-Type-Options %q", got)
+	}
+}

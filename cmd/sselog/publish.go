@@ -59,6 +59,11 @@ those of the lines before it. A batch the server refuses (an invalid type,
 say) is not stored, and nothing after it is sent. The exit status is 0
 only when every line was stored.
 
+Interrupted (SIGINT, SIGTERM), it stops at once, also while it waits for
+input: the ids of the batches stored are printed, lines read but not yet
+sent are not sent (the error names them), a batch being sent may or may
+not have been stored (the error says so), and the exit status is not 0.
+
 --url and --token can also be set as SSELOG_URL and SSELOG_TOKEN; flags
 win.
 
@@ -105,13 +110,58 @@ type publisher struct {
 	batch  []client.Event
 	first  int // input line of the batch's first event
 	last   int // input line of its last
+	read   int // input lines read
 	stored int // events stored so far
 }
 
-// run publishes the lines of in, in batches.
-func (p *publisher) run(ctx context.Context, in *bufio.Reader) error {
-	for n := 1; ; n++ {
+// inputLine is one line of input as readLines hands it over.
+type inputLine struct {
+	line []byte
+	err  error // readLine's: io.EOF with the last line, or a failure
+	more bool  // more input was already buffered: the input has not paused
+}
+
+// readLines reads in, line by line, into lines, until the input ends or
+// fails, or done is closed. It runs in a goroutine of its own, so that the
+// publisher can stop on a signal while a read blocks: a read of stdin
+// cannot be interrupted, and a pipe that stays open would otherwise hold
+// the command forever. After an interrupt the goroutine stays blocked in
+// its read until the input ends or the process exits.
+func readLines(in *bufio.Reader, lines chan<- inputLine, done <-chan struct{}) {
+	for {
 		line, err := readLine(in)
+		select {
+		case lines <- inputLine{line: line, err: err, more: in.Buffered() > 0}:
+		case <-done:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// run publishes the lines of in, in batches, until the input ends, a line
+// or a batch fails, or ctx ends.
+func (p *publisher) run(ctx context.Context, in *bufio.Reader) error {
+	lines := make(chan inputLine)
+	done := make(chan struct{})
+	defer close(done)
+	go readLines(in, lines, done)
+	for n := 1; ; n++ {
+		var r inputLine
+		select {
+		case r = <-lines:
+		case <-ctx.Done():
+			return p.interrupted(ctx, nil)
+		}
+		p.read = n
+		if ctx.Err() != nil {
+			// Both were ready, and select chose the line: it is held,
+			// not sent, like the batch.
+			return p.interrupted(ctx, r.line)
+		}
+		line, err := r.line, r.err
 		if err != nil && !errors.Is(err, io.EOF) {
 			if errors.Is(err, errLineTooLong) {
 				err = fmt.Errorf("line %d: %w", n, err)
@@ -134,7 +184,7 @@ func (p *publisher) run(ctx context.Context, in *bufio.Reader) error {
 		// A full batch goes; so does one when the input has paused (its
 		// next line is not here yet), so that a trickle of lines is not
 		// held back waiting for a full batch.
-		if len(p.batch) == p.c.batch || len(p.batch) > 0 && in.Buffered() == 0 {
+		if len(p.batch) == p.c.batch || len(p.batch) > 0 && !r.more {
 			if err := p.send(ctx); err != nil {
 				return err
 			}
@@ -196,6 +246,35 @@ func (p *publisher) send(ctx context.Context) error {
 		return fmt.Errorf("writing the ids: %w", err)
 	}
 	return nil
+}
+
+// interrupted ends the run when ctx ends while it waits for input. The
+// batch in hand (read while more input was buffered), and held, the line
+// received as ctx ended, if any, are not sent: an interrupt means stop
+// now, not after one more request that might have to be retried. The
+// error names those lines, so that a rerun can start there.
+func (p *publisher) interrupted(ctx context.Context, held []byte) error {
+	err := ctx.Err()
+	if cause := context.Cause(ctx); cause != nil && cause != err {
+		err = fmt.Errorf("%w (%v)", err, cause)
+	}
+	first, last := 0, 0
+	if len(p.batch) > 0 {
+		first, last = p.first, p.last
+	}
+	if len(bytes.TrimSpace(held)) > 0 {
+		if first == 0 {
+			first = p.read
+		}
+		last = p.read
+	}
+	if first > 0 {
+		return fmt.Errorf("interrupted: lines %d to %d were read and not sent (stored before them: %s): %w", first, last, plural(p.stored, "event"), err)
+	}
+	if p.read == 0 {
+		return fmt.Errorf("interrupted before the first line (nothing stored): %w", err)
+	}
+	return fmt.Errorf("interrupted while waiting for line %d (lines 1 to %d were stored: %s): %w", p.read+1, p.read, plural(p.stored, "event"), err)
 }
 
 // stop ends the run at a bad line: what came before it is published, and

@@ -3,12 +3,17 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -151,4 +156,84 @@ func TestPublishAcrossServerKills(t *testing.T) {
 	if tr.failed.Load() == 0 {
 		t.Errorf("no attempt was cut by a kill: the test proved nothing")
 	}
+}
+
+// TestPublishSignalWhileWaiting: sselog publish, as its own process, fed
+// by a pipe that stays open, ends promptly on SIGTERM or SIGINT while it
+// waits for the next line: exit status not 0, the id of what was stored
+// on stdout, and on stderr what happened. Before, it sat in its read of
+// stdin until the pipe closed, whatever the signals said.
+func TestPublishSignalWhileWaiting(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, "--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "x.db"))
+	for _, sig := range []os.Signal{syscall.SIGTERM, os.Interrupt} {
+		t.Run(sig.String(), func(t *testing.T) {
+			stream := strings.ReplaceAll(sig.String(), " ", "-")
+			c, stdin := startWithStdin(t, "publish", "--url", srv.URL, "--stream", stream)
+			defer stdin.Close()
+			if _, err := io.WriteString(stdin, "1\n"); err != nil {
+				t.Fatal(err)
+			}
+			waitOutput(t, c.stdout, 1) // stored; the child waits for line 2
+			start := time.Now()
+			if err := c.cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			err := c.wait(t, stopTimeout)
+			t.Logf("exited %v after the signal: %v", time.Since(start).Round(time.Millisecond), err)
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() <= 0 {
+				t.Errorf("exit %v, want a non-zero status", err)
+			}
+			if s := c.stderr.String(); !strings.Contains(s, "interrupted while waiting for line 2") || !strings.Contains(s, "signal") {
+				t.Errorf("stderr %q does not say it was interrupted by a signal, waiting for line 2", s)
+			}
+			if ids, stored := strings.Fields(c.stdout.String()), storedOver(t, srv.URL, stream); len(ids) != 1 || len(stored) != 1 || stored[0].ID != ids[0] {
+				t.Errorf("printed %v, stored %v; want the first line alone", ids, stored)
+			}
+		})
+	}
+}
+
+// startWithStdin is startHelper("TestHelperServe") with a pipe for stdin
+// that stays open until the test closes it.
+func startWithStdin(t *testing.T, args ...string) (*child, io.WriteCloser) {
+	t.Helper()
+	enc, err := json.Marshal(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &child{
+		cmd:    exec.Command(os.Args[0], "-test.run=^TestHelperServe$", "-test.count=1"),
+		stdout: newSyncBuffer(),
+		stderr: newSyncBuffer(),
+		exited: make(chan struct{}),
+	}
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	c.cmd.Env = append(os.Environ(), childArgsEnv+"="+string(enc), "GORACE="+gorace)
+	c.cmd.Stdout, c.cmd.Stderr = c.stdout, c.stderr
+	c.cmd.WaitDelay = time.Second
+	stdin, err := c.cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		c.err = c.cmd.Wait()
+		close(c.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-c.exited:
+		default:
+			_ = c.cmd.Process.Kill()
+			<-c.exited
+		}
+		if t.Failed() {
+			t.Logf("child stderr:\n%s", c.stderr)
+		}
+	})
+	return c, stdin
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sselog/sselog/internal/testkit"
 	"github.com/sselog/sselog/store"
@@ -296,4 +297,75 @@ func runChildStdin(t *testing.T, stdin string, args ...string) (stdout, stderr s
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err = cmd.Run()
 	return out.String(), errOut.String(), err
+}
+
+// waitOutput waits until b holds at least n lines.
+func waitOutput(t *testing.T, b *syncBuffer, n int) {
+	t.Helper()
+	deadline := time.NewTimer(eventTimeout)
+	defer deadline.Stop()
+	for strings.Count(b.String(), "\n") < n {
+		select {
+		case <-b.changed:
+		case <-deadline.C:
+			t.Fatalf("%q after %v, want %d lines", b, eventTimeout, n)
+		}
+	}
+}
+
+// TestPublishCommandInterrupted: an interrupt ends publish while it waits
+// for input that does not come (a pipe that stays open), with an error
+// that says what was stored, and, when lines were read and not yet sent
+// (the input paused inside the next line), names them: they are not sent.
+func TestPublishCommandInterrupted(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, "--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "x.db"))
+	for _, tc := range []struct {
+		name string
+		then []string // written after the first line is stored, each write taken in whole
+		want string
+	}{
+		{"waiting for a line", nil, "interrupted while waiting for line 2 (lines 1 to 1 were stored: 1 event)"},
+		// Line 2 goes with line 3 while the input has not paused: "3"
+		// was buffered with it. "\n4" is read only once line 2 was taken.
+		{"a batch in hand", []string{"2\n3", "\n4"}, "interrupted: lines 2 to "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stream := strings.ReplaceAll(tc.name, " ", "-")
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			stdout := newSyncBuffer()
+			done := make(chan error, 1)
+			go func() {
+				done <- publishCommand(ctx, []string{"--url", srv.URL, "--stream", stream, "--batch", "10"}, pr, stdout, io.Discard)
+			}()
+			if _, err := io.WriteString(pw, "1\n"); err != nil {
+				t.Fatal(err)
+			}
+			waitOutput(t, stdout, 1)
+			for _, w := range tc.then {
+				if _, err := io.WriteString(pw, w); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cancel()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(eventTimeout):
+				t.Fatal("publish still running after the interrupt, waiting for input")
+			}
+			if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want context.Canceled and %q", err, tc.want)
+			}
+			if tc.then != nil && !strings.Contains(err.Error(), "were read and not sent (stored before them: 1 event)") {
+				t.Errorf("err = %v, want the lines in hand named as not sent", err)
+			}
+			if ids, stored := strings.Fields(stdout.String()), storedOver(t, srv.URL, stream); len(ids) != 1 || len(stored) != 1 || stored[0].ID != ids[0] {
+				t.Errorf("printed %v, stored %v; want the first line alone", ids, stored)
+			}
+		})
+	}
 }

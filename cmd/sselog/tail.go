@@ -8,8 +8,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"iter"
+	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -60,13 +63,21 @@ with {"reason", "oldest_id"} as its data, and a note goes to stderr.
 It starts after --from, at --since, or with the --last N events; without
 any, it prints what is published from now on, or, with --no-follow,
 everything stored. It follows the stream, reconnecting by itself without
-gap or duplicate, until interrupted (exit 0), unless --no-follow: then it
-stops at the stream's last event as of its start.
+gap or duplicate, until interrupted (exit 0).
+
+With --no-follow it reads the stored events page by page instead (the
+history endpoint) and stops at the stream's last event as of its start,
+with exit 0: nothing published after that is printed, so with --last N
+an event published between the start and the first page counts among
+the N without being printed. The history endpoint tells a gap, not its
+cause: a reset line's reason is then "gap".
 
 With --checkpoint FILE, the id of every printed line is saved in FILE (at
-least every second, and at exit), and a FILE that holds an id wins over
---from, --since and --last: the command resumes after it. After a crash,
-the lines printed since the last save are printed again; none is lost.
+least every second, and at exit; stdout, when it is a file, is synced to
+disk first), and a FILE that holds an id wins over --from, --since and
+--last: the command resumes after it. FILE's directory must exist. After
+a crash, the lines printed since the last save are printed again; none is
+lost.
 
 --url and --token can also be set as SSELOG_URL and SSELOG_TOKEN; flags
 win.
@@ -159,13 +170,16 @@ func tailCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return fmt.Errorf("tail: --url: %w", err)
 	}
-	var cp *client.FileCheckpoint
+	var cp client.Checkpoint // nil without --checkpoint
 	if c.checkpoint != "" {
-		cp = client.NewFileCheckpoint(c.checkpoint)
-		id, err := cp.Load(ctx)
+		fcp := client.NewFileCheckpoint(c.checkpoint)
+		// Load also fails when the file's directory is missing: better
+		// at the start than at the first save, after lines were printed.
+		id, err := fcp.Load(ctx)
 		if err != nil {
-			return fmt.Errorf("tail: %w", err)
+			return fmt.Errorf("tail: --checkpoint: %w", err)
 		}
+		cp = fcp
 		if id != "" {
 			from, given, c.sinceTime = client.After(id), true, time.Time{}
 			fmt.Fprintf(stderr, "sselog tail: resuming after %s (checkpoint %s)\n", id, c.checkpoint)
@@ -180,11 +194,20 @@ func tailCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return nil
 }
 
-// follow prints the stream from from, until ctx ends, or, with
-// --no-follow, up to the stream's last event as of now.
-func follow(ctx context.Context, cl *client.Client, c *tailConfig, from client.From, cp *client.FileCheckpoint, stdout, stderr io.Writer) error {
-	var until string // --no-follow: the last id to print
-	if c.noFollow {
+// follow prints the stream from from over SSE until ctx ends, or, with
+// --no-follow, over the history endpoint up to the stream's last event as
+// of the start (Info, before the walk): nothing published after it is
+// printed. A history walk always ends, at the first empty page if not at
+// that event; over SSE, a start by time or count whose events went away
+// before it connected would wait for a new one.
+func follow(ctx context.Context, cl *client.Client, c *tailConfig, from client.From, cp client.Checkpoint, stdout, stderr io.Writer) error {
+	var (
+		items iter.Seq2[client.Item, error]
+		until string // --no-follow: the last id to print
+	)
+	if !c.noFollow {
+		items = cl.Subscribe(ctx, c.stream, from)
+	} else {
 		info, err := cl.Info(ctx, c.stream)
 		if errors.Is(err, client.ErrNotFound) {
 			return nil // never published to, or deleted: nothing is stored
@@ -196,18 +219,21 @@ func follow(ctx context.Context, cl *client.Client, c *tailConfig, from client.F
 		if nothingAfter(from, c.sinceTime, until) {
 			return nil
 		}
+		items = cl.History(ctx, c.stream, from)
 	}
 	out := newTailOutput(stdout, cp)
 	err := func() error {
-		for item, err := range cl.Subscribe(ctx, c.stream, from) {
+		for item, err := range items {
 			if err != nil {
 				if ctx.Err() != nil {
 					return nil // interrupted: the normal end of a follow
 				}
 				return err
 			}
-			if until != "" && item.Event != nil && item.ID > until {
-				return nil // published after the start: not ours to print
+			if c.noFollow && item.Event != nil {
+				if item.ID > until {
+					return nil // published after the start: not ours to print
+				}
 			}
 			if err := out.print(c.stream, item); err != nil {
 				return err
@@ -215,7 +241,7 @@ func follow(ctx context.Context, cl *client.Client, c *tailConfig, from client.F
 			if item.Reset != nil {
 				noteReset(stderr, c.stream, item)
 			}
-			if until != "" && item.ID >= until {
+			if c.noFollow && item.ID >= until {
 				return nil
 			}
 		}
@@ -225,9 +251,8 @@ func follow(ctx context.Context, cl *client.Client, c *tailConfig, from client.F
 }
 
 // nothingAfter reports whether a stream whose last event is until holds
-// nothing to print from from (since is from's time, for a Since start):
-// the stream would then be followed until something newer came, which
-// --no-follow must not wait for.
+// nothing to print from from (since is from's time, for a Since start),
+// so that --no-follow need not ask.
 func nothingAfter(from client.From, since time.Time, until string) bool {
 	u, err := ulid.ParseStrict(until)
 	if err != nil || u.IsZero() {
@@ -252,6 +277,12 @@ func noteReset(stderr io.Writer, stream string, item client.Item) {
 		fmt.Fprintf(stderr, "sselog tail: %s: events after the resume point were removed by retention (up to %s); %s\n", stream, item.ID, next)
 	case client.ReasonDeleted:
 		fmt.Fprintf(stderr, "sselog tail: %s: the stream was deleted (at %s); waiting for it to be published to again\n", stream, item.ID)
+	case client.ReasonGap:
+		next := "none is left"
+		if r.OldestID != "" {
+			next = "continuing at " + r.OldestID
+		}
+		fmt.Fprintf(stderr, "sselog tail: %s: events after the resume point were removed (by retention or a deletion; the history endpoint does not say which); %s\n", stream, next)
 	case client.ReasonUnknown:
 		fmt.Fprintf(stderr, "sselog tail: %s: the server does not know the resume point; continuing with live events after %s\n", stream, item.ID)
 	default:
@@ -305,11 +336,16 @@ func encodeLine(stream string, item client.Item) ([]byte, error) {
 
 // tailOutput writes lines, each with one write, and records the id of the
 // last one written in the checkpoint, if any: every checkpointEvery, and
-// at close. A line is written before its id can be saved, so a checkpoint
-// never runs ahead of the output.
+// at close. A line is written, and synced when the output is a file,
+// before its id can be saved, so a checkpoint never runs ahead of the
+// output, not even across a power loss.
 type tailOutput struct {
-	w    io.Writer
-	cp   *client.FileCheckpoint
+	w io.Writer
+	// sync makes what was written to w durable; nil when w is not a
+	// regular file (what a pipe's reader or a terminal got is not ours to
+	// sync).
+	sync func() error
+	cp   client.Checkpoint
 	stop chan struct{}
 	done chan struct{}
 
@@ -319,8 +355,13 @@ type tailOutput struct {
 	err     error  // a failed save, reported by the next print
 }
 
-func newTailOutput(w io.Writer, cp *client.FileCheckpoint) *tailOutput {
-	o := &tailOutput{w: w, cp: cp, stop: make(chan struct{}), done: make(chan struct{})}
+func newTailOutput(w io.Writer, cp client.Checkpoint) *tailOutput {
+	return startTailOutput(w, fileSync(w), cp)
+}
+
+// startTailOutput is newTailOutput with the sync given, for tests.
+func startTailOutput(w io.Writer, sync func() error, cp client.Checkpoint) *tailOutput {
+	o := &tailOutput{w: w, sync: sync, cp: cp, stop: make(chan struct{}), done: make(chan struct{})}
 	if cp == nil {
 		close(o.done)
 		return o
@@ -370,6 +411,14 @@ func (o *tailOutput) save() error {
 	if o.cp == nil || id == "" || id == o.saved {
 		return nil
 	}
+	// The lines up to id reach the disk before id does: otherwise a power
+	// loss could keep the checkpoint and lose the lines it counts as
+	// printed, which the next run would then not print again.
+	if o.sync != nil {
+		if err := o.sync(); err != nil {
+			return fmt.Errorf("syncing the output before the checkpoint: %w", err)
+		}
+	}
 	if err := o.cp.Save(context.Background(), id); err != nil {
 		return err
 	}
@@ -388,4 +437,25 @@ func (o *tailOutput) close() error {
 		return err
 	}
 	return o.save()
+}
+
+// fileSync is the sync of an output that is a regular file, or nil.
+// Sync fails with EINVAL or ENOTSUP on what cannot be synced (pipes,
+// terminals, some file systems); that is no error here: such an output is
+// as durable as it gets.
+func fileSync(w io.Writer) func() error {
+	f, ok := w.(*os.File)
+	if !ok {
+		return nil
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil
+	}
+	return func() error {
+		err := f.Sync()
+		if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) || errors.Is(err, errors.ErrUnsupported) {
+			return nil
+		}
+		return err
+	}
 }

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -144,14 +146,12 @@ func TestTailStarts(t *testing.T) {
 	}
 }
 
-// TestTailNoFollowStopsAtStart: events published after the command
-// started, before its stream connects, are not printed: --no-follow ends
-// at the last event stored at its start.
-func TestTailNoFollowStopsAtStart(t *testing.T) {
-	t.Parallel()
-	srv := startServer(t, "--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "x.db"))
-	ids := publishBatch(t, srv.eventsURL("s"), `1`, `2`)
-	u, err := url.Parse(srv.URL)
+// beforeRead serves a proxy of backend that calls fn once, when the first
+// request for events (SSE or a history page) arrives, before passing it
+// on: after tail's Info request, before it reads anything.
+func beforeRead(t *testing.T, backend string, fn func()) string {
+	t.Helper()
+	u, err := url.Parse(backend)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,18 +159,84 @@ func TestTailNoFollowStopsAtStart(t *testing.T) {
 	rp.FlushInterval = -1
 	var once sync.Once
 	front := testkit.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/events") {
-			once.Do(func() {
-				if _, _, err := post(srv.eventsURL("s"), `[{"data":3},{"data":4}]`); err != nil {
-					t.Errorf("publish: %v", err)
-				}
-			})
+		if r.Method == http.MethodGet && (strings.HasSuffix(r.URL.Path, "/events") || strings.HasSuffix(r.URL.Path, "/history")) {
+			once.Do(fn)
 		}
 		rp.ServeHTTP(w, r)
 	}), testkit.ServeOptions{})
-	lines, _, err := runTail(t, "--url", front.URL, "--stream", "s", "--no-follow")
-	if err != nil || strings.Join(tailIDs(lines), ",") != strings.Join(ids, ",") {
-		t.Errorf("%v, %v; want the two events stored at the start, %v", tailIDs(lines), err, ids)
+	return front.URL
+}
+
+// TestTailNoFollowStopsAtStart: events published after the command
+// started, before it reads the stream, are not printed: --no-follow ends
+// at the last event stored at its start, whatever the start.
+func TestTailNoFollowStopsAtStart(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, "--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "x.db"))
+	// --last 4: the newest four as of the first page include the two
+	// published after the start, and only the two before it are printed.
+	for i, start := range [][]string{nil, {"--from", "beginning"}, {"--since", "1h"}, {"--last", "4"}} {
+		t.Run(strings.Join(start, " "), func(t *testing.T) {
+			stream := fmt.Sprintf("s%d", i)
+			ids := publishBatch(t, srv.eventsURL(stream), `1`, `2`)
+			front := beforeRead(t, srv.URL, func() {
+				if _, _, err := post(srv.eventsURL(stream), `[{"data":3},{"data":4}]`); err != nil {
+					t.Errorf("publish: %v", err)
+				}
+			})
+			lines, _, err := runTail(t, append([]string{"--url", front, "--stream", stream, "--no-follow"}, start...)...)
+			if err != nil || strings.Join(tailIDs(lines), ",") != strings.Join(ids, ",") {
+				t.Errorf("%v, %v; want the two events stored at the start, %v", tailIDs(lines), err, ids)
+			}
+		})
+	}
+}
+
+// TestTailNoFollowStreamEmptied: the events stored at the start go away
+// (the stream is deleted; retention by age does the same) before tail
+// reads them: --no-follow still ends, at once, with exit 0, whatever the
+// start. From the client review (TestReviewNoFollowSinceHangsWhenStreamEmptied):
+// --since and --last followed the stream over SSE, where a start by time
+// or count gets no reset, and waited for an event that never came.
+func TestTailNoFollowStreamEmptied(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, "--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "x.db"))
+	for _, tc := range []struct {
+		start  []string
+		resets int // lines, each a gap reset
+	}{
+		{[]string{"--since", "1h"}, 0},
+		{[]string{"--last", "5"}, 0},
+		// A start with continuity is told that what followed it is gone.
+		{[]string{"--from", "beginning"}, 1},
+	} {
+		t.Run(strings.Join(tc.start, " "), func(t *testing.T) {
+			publishBatch(t, srv.eventsURL("s"), `1`, `2`)
+			front := beforeRead(t, srv.URL, func() {
+				req, err := http.NewRequest(http.MethodDelete, srv.URL+"/v1/streams/s", nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp, err := httpClient.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp.Body.Close()
+			})
+			// runTail fails the test if tail is still running after
+			// testkit.Wait.
+			lines, _, err := runTail(t, append([]string{"--url", front, "--stream", "s", "--no-follow"}, tc.start...)...)
+			if err != nil || len(lines) != tc.resets {
+				t.Fatalf("%+v, %v; want %d lines and exit 0", lines, err, tc.resets)
+			}
+			for _, l := range lines {
+				if l.Type != "reset" || string(l.Data) != `{"reason":"gap"}` {
+					t.Errorf("line %+v (%s), want a gap reset", l, l.Data)
+				}
+			}
+		})
 	}
 }
 
@@ -262,7 +328,10 @@ func TestTailFollowDeleted(t *testing.T) {
 }
 
 // TestTailTrimmed: a start below what retention removed is printed as a
-// reset line with the reason and the oldest retained id, then the events.
+// reset line, then the events. Followed over SSE, the reset says
+// "trimmed", at the low-water mark, with the oldest retained id; with
+// --no-follow, over the history endpoint, it says "gap", at the id just
+// below the oldest retained one.
 func TestTailTrimmed(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, "--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "x.db"), "--retain-interval", "10ms")
@@ -278,17 +347,32 @@ func TestTailTrimmed(t *testing.T) {
 	}
 	resp.Body.Close()
 	testkit.WaitFor(t, "the trim", func() bool { return len(storedOver(t, srv.URL, "s")) == 2 })
+
+	p := startTail(t, "--url", srv.URL, "--stream", "s", "--from", ids[0])
+	lines := p.waitLines(t, 3)
+	wantData := fmt.Sprintf(`{"reason":"trimmed","oldest_id":"%s"}`, ids[2])
+	if len(lines) != 3 || lines[0].Type != "reset" || lines[0].ID != ids[1] || string(lines[0].Data) != wantData ||
+		lines[1].ID != ids[2] || lines[2].ID != ids[3] {
+		t.Errorf("following: lines %+v, want a trimmed reset at %s, then %v", lines, ids[1], ids[2:])
+	}
+	if err := p.stop(t); err != nil {
+		t.Errorf("interrupted tail returned %v", err)
+	}
+	if !strings.Contains(p.stderr.String(), "removed by retention") {
+		t.Errorf("stderr %q does not note the trim", p.stderr)
+	}
+
 	lines, stderr, err := runTail(t, "--url", srv.URL, "--stream", "s", "--no-follow", "--from", ids[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantData := fmt.Sprintf(`{"reason":"trimmed","oldest_id":"%s"}`, ids[2])
-	if len(lines) != 3 || lines[0].Type != "reset" || lines[0].ID != ids[1] || string(lines[0].Data) != wantData ||
+	wantData = fmt.Sprintf(`{"reason":"gap","oldest_id":"%s"}`, ids[2])
+	if len(lines) != 3 || lines[0].Type != "reset" || lines[0].ID < ids[1] || lines[0].ID >= ids[2] || string(lines[0].Data) != wantData ||
 		lines[1].ID != ids[2] || lines[2].ID != ids[3] {
-		t.Errorf("lines %+v, want a trimmed reset at %s, then %v", lines, ids[1], ids[2:])
+		t.Errorf("--no-follow: lines %+v, want a gap reset from %s up to %s, then %v", lines, ids[1], ids[2], ids[2:])
 	}
-	if !strings.Contains(stderr, "removed by retention") {
-		t.Errorf("stderr %q does not note the trim", stderr)
+	if !strings.Contains(stderr, "were removed") || !strings.Contains(stderr, "continuing at "+ids[2]) {
+		t.Errorf("stderr %q does not note the gap", stderr)
 	}
 }
 
@@ -343,6 +427,8 @@ func TestTailFlags(t *testing.T) {
 		{[]string{"--stream", "s", "--last", "0"}, "--last 0"},
 		{[]string{"--stream", "s", "--since", "yesterday"}, "--since"},
 		{[]string{"--stream", "s", "--checkpoint", bad}, "not an event id"},
+		{[]string{"--stream", "s", "--checkpoint", filepath.Join(t.TempDir(), "missing", "tail.checkpoint")}, "--checkpoint"},
+		{[]string{"--stream", "s", "--checkpoint", filepath.Join(bad, "tail.checkpoint")}, "--checkpoint"},
 		{[]string{"--stream", "s", "--url", "localhost:8080"}, "--url"},
 	} {
 		if _, _, err := runTail(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -350,3 +436,121 @@ func TestTailFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestTailLiveNoGap: tail with no start prints what is published from its
+// start on, without a gap even when its first connection ends before the
+// first event: an event published while it reconnects is printed (the
+// server's first block gives the live start's position, and the client
+// resumes there).
+func TestTailLiveNoGap(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, "--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "x.db"), "--retry", "20ms")
+	publishOne(t, srv.eventsURL("s"), "t", `0`) // before the start: not printed
+	u, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.FlushInterval = -1
+	var (
+		mu        sync.Mutex
+		conns     int
+		firstDone = make(chan struct{})    // connection 0 ended after its first block
+		published = make(chan struct{})    // e1 is stored
+		live      = make(chan struct{}, 1) // connection 1 has its first block
+	)
+	front := testkit.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, "/events") {
+			rp.ServeHTTP(w, r)
+			return
+		}
+		mu.Lock()
+		n := conns
+		conns++
+		mu.Unlock()
+		switch n {
+		case 0:
+			forwardFirstBlock(t, srv.URL, w, r)
+			close(firstDone)
+		case 1:
+			select {
+			case <-published:
+			case <-r.Context().Done():
+				return
+			}
+			rp.ServeHTTP(&firstWrite{ResponseWriter: w, wrote: live}, r)
+		default:
+			rp.ServeHTTP(w, r)
+		}
+	}), testkit.ServeOptions{})
+	p := startTail(t, "--url", front.URL, "--stream", "s")
+	select {
+	case <-firstDone:
+	case <-time.After(eventTimeout):
+		t.Fatal("no first connection")
+	}
+	e1 := publishOne(t, srv.eventsURL("s"), "t", `1`)
+	close(published)
+	select {
+	case <-live:
+	case <-time.After(eventTimeout):
+		t.Fatal("no second connection")
+	}
+	e2 := publishOne(t, srv.eventsURL("s"), "t", `2`)
+	lines := p.waitLines(t, 1)
+	if lines[0].ID != e1 {
+		t.Fatalf("first line %s, want %s, published while tail reconnected (the next is %s)", lines[0].ID, e1, e2)
+	}
+	if lines = p.waitLines(t, 2); lines[1].ID != e2 {
+		t.Errorf("second line %s, want %s", lines[1].ID, e2)
+	}
+}
+
+// forwardFirstBlock passes an SSE request to the backend, relays the
+// answer's first block (up to its blank line) to the client, flushed, and
+// ends the response there, cleanly, so that the client reads the block
+// before the end.
+func forwardFirstBlock(t *testing.T, backend string, w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel() // ends the backend's stream
+	req, err := http.NewRequestWithContext(ctx, r.Method, backend+r.URL.RequestURI(), nil)
+	if err != nil {
+		t.Errorf("forward: %v", err)
+		return
+	}
+	req.Header = r.Header.Clone()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Errorf("forward: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	var block strings.Builder
+	br := bufio.NewReader(resp.Body)
+	for {
+		line, err := br.ReadString('\n')
+		block.WriteString(line)
+		if err != nil || line == "\n" {
+			break
+		}
+	}
+	w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.WriteString(w, block.String())
+	_ = http.NewResponseController(w).Flush()
+}
+
+// firstWrite is a ResponseWriter that signals its first write.
+type firstWrite struct {
+	http.ResponseWriter
+	wrote chan<- struct{}
+	once  sync.Once
+}
+
+func (f *firstWrite) Write(p []byte) (int, error) {
+	n, err := f.ResponseWriter.Write(p)
+	f.once.Do(func() { f.wrote <- struct{}{} })
+	return n, err
+}
+
+func (f *firstWrite) Unwrap() http.ResponseWriter { return f.ResponseWriter }
