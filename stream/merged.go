@@ -70,9 +70,11 @@ type Merged struct {
 	// replaying sends reads to the log; resuming and starting qualify the
 	// first of them, as for a Subscription.
 	replaying, resuming, starting bool
-	// told is, for each stream a reset was sent for, the low-water mark it
-	// told: a later read or deletion that tells no more is not sent again.
-	told map[string]store.ID
+	// told is, for each stream a reset was sent for, what it told: a later
+	// read or deletion that tells no more is not sent again. A deletion
+	// tells more than a trim at the same mark (a trim of every event
+	// leaves the mark a deletion keeps).
+	told map[string]toldReset
 
 	buf    []byte // the page in hand
 	held   int    // what it is charged to the replay budget
@@ -90,6 +92,12 @@ type Merged struct {
 	overflow   bool // events were dropped from the queue: read the log
 	notify     chan struct{}
 	closed     bool
+}
+
+// toldReset is what a reset sent for a stream said.
+type toldReset struct {
+	lowWater store.ID
+	deleted  bool
 }
 
 // pageItem is an event of a page read from the log: its id and where its
@@ -120,7 +128,7 @@ func (h *Hub) SubscribeMerged(opts MergedOptions) (*Merged, error) {
 	}
 	m := &Merged{
 		hub: h, sel: opts.Selection, match: opts.Match,
-		cursor: opts.After, told: make(map[string]store.ID),
+		cursor: opts.After, told: make(map[string]toldReset),
 		notify: make(chan struct{}),
 	}
 	switch opts.Start {
@@ -244,10 +252,11 @@ func (m *Merged) appendQueued(frames [][]byte, q queued) [][]byte {
 // stream whose events were handed out), it has none: a feed's ids never
 // decrease.
 func (m *Merged) appendReset(frames [][]byte, stream string, lowWater store.ID, reason string, oldest *store.ID) [][]byte {
-	if told, ok := m.told[stream]; ok && told.Compare(lowWater) >= 0 {
+	deleted := reason == resetDeleted
+	if told, ok := m.told[stream]; ok && told.lowWater.Compare(lowWater) >= 0 && (told.deleted || !deleted) {
 		return frames
 	}
-	m.told[stream] = lowWater
+	m.told[stream] = toldReset{lowWater, deleted}
 	var b []byte
 	if lowWater.Compare(m.cursor) > 0 {
 		m.cursor = lowWater
@@ -302,7 +311,10 @@ func (m *Merged) replay(allowance int) (caughtUp bool, err error) {
 		// A start claims no continuity: what was removed before it is
 		// not news.
 		for _, g := range gaps {
-			m.told[g.Stream] = g.LowWater
+			// What was removed before the start is not news; a
+			// deletion found there still is, once the stream's
+			// subscribers would be told it (the deletion hook).
+			m.told[g.Stream] = toldReset{lowWater: g.LowWater}
 		}
 		gaps, m.starting = nil, false
 	}
