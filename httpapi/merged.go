@@ -47,6 +47,9 @@ func (h *Handler) parseSelection(r *http.Request) (*selection, error) {
 			if err := validatePattern(v); err != nil {
 				return nil, errorf(http.StatusBadRequest, "stream: %v", err)
 			}
+			if !mayMatch(v) {
+				return nil, errorf(http.StatusBadRequest, "stream pattern %.130q matches no stream name (none starts with '.' or is longer than %d characters)", v, store.MaxStreamLen)
+			}
 			sel.patterns = append(sel.patterns, v)
 			continue
 		}
@@ -106,36 +109,52 @@ func (s *selection) store() store.Selection {
 }
 
 // patternsMeet reports whether some string matches both patterns, where
-// '*' matches any run of characters: a walk over pairs of positions, in
-// which a star may match nothing, or take one character of the other
-// pattern (a literal, or some character of the other's star).
+// '*' matches any run of characters. It walks pairs of positions (i in p,
+// j in q) in order, keeping one row of reachable pairs: a star may match
+// nothing (step past it), or take one character of the other pattern (a
+// literal, or some character of the other's star), and two equal
+// literals step together. O(len(p)·len(q)) time, O(len(q)) memory.
 func patternsMeet(p, q string) bool {
-	seen := make(map[[2]int]bool)
-	var meet func(i, j int) bool
-	meet = func(i, j int) bool {
-		if i == len(p) && j == len(q) {
-			return true
-		}
-		key := [2]int{i, j}
-		if seen[key] {
-			return false
-		}
-		seen[key] = true
-		switch {
-		case i < len(p) && p[i] == '*':
-			if meet(i+1, j) || j < len(q) && meet(i, j+1) {
-				return true
+	// row[j]: the pair (i, j) is reachable, for the current i.
+	row := make([]bool, len(q)+1)
+	next := make([]bool, len(q)+1)
+	row[0] = true
+	for i := 0; ; i++ {
+		// Moves within row i: q's star matching nothing, or taking a
+		// character of p's star (i, j) → (i, j+1).
+		for j := 0; j < len(q); j++ {
+			if row[j] && (q[j] == '*' || i < len(p) && p[i] == '*') {
+				row[j+1] = true
 			}
-		case j < len(q) && q[j] == '*':
-			if meet(i, j+1) || i < len(p) && meet(i+1, j) {
-				return true
-			}
-		case i < len(p) && j < len(q) && p[i] == q[j]:
-			return meet(i+1, j+1)
 		}
-		return false
+		if i == len(p) {
+			return row[len(q)]
+		}
+		// Moves to row i+1: p's star matching nothing or taking a
+		// character of q, q's star taking p's literal, equal literals.
+		clear(next)
+		for j := 0; j <= len(q); j++ {
+			if !row[j] {
+				continue
+			}
+			switch {
+			case p[i] == '*':
+				next[j] = true
+			case j < len(q) && q[j] == '*':
+				next[j] = true
+			}
+			if j < len(q) && p[i] != '*' && q[j] != '*' && p[i] == q[j] {
+				next[j+1] = true
+			}
+		}
+		row, next = next, row
 	}
-	return meet(0, 0)
+}
+
+// mayMatch reports whether pattern can match some valid stream name: none
+// starts with '.', and none is longer than store.MaxStreamLen.
+func mayMatch(pattern string) bool {
+	return pattern[0] != '.' && len(pattern)-strings.Count(pattern, "*") <= store.MaxStreamLen
 }
 
 // mergedSubscribe is GET /v1/events: the SSE stream of several streams,

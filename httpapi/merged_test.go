@@ -485,3 +485,16 @@ func TestMergedAccess(t *testing.T) {
 		t.Fatalf("history over * shows %v", streams)
 	}
 }
+
+// TestMergedPatternsNoName: a pattern that no stream name could match is
+// a 400, not an empty feed.
+func TestMergedPatternsNoName(t *testing.T) {
+	s := newServer(t, httpapi.Options{}, stream.Options{})
+	for _, p := range []string{".*", ".a*", strings.Repeat("x", store.MaxStreamLen+1) + "*"} {
+		status, ct, body, err := s.do(http.MethodGet, mergedURL([]string{p}, ""), "", "", nil)
+		if err != nil || status != http.StatusBadRequest {
+			t.Fatalf("%q: %d %s %v, want 400", p, status, body, err)
+		}
+		assertJSONError(t, ct, body)
+	}
+}
