@@ -117,23 +117,28 @@ type Hub struct {
 	// subscriptions.
 	pages pageBudget
 
-	// merged holds the merged subscriptions, and mergedGen counts its
-	// changes; both change under mu.Lock.
-	merged    map[*Merged]struct{}
-	mergedGen uint64
+	// merged holds the merged subscriptions; it changes under mu.Lock.
+	merged map[*Merged]struct{}
 	// mergedFor caches, for each stream name a commit touched, the merged
-	// subscriptions that follow it, as of cacheGen; commitSeq numbers the
-	// commits, and woken collects the subscriptions a commit handed
-	// frames to. Only the commit hook uses them.
+	// subscriptions that follow it, and cached counts its entries. The
+	// commit hook fills it (under mu.RLock, alone); a new subscription
+	// adds itself to the names it follows (under mu.Lock), so that no
+	// subscription's arrival makes every later commit ask every
+	// subscription again; a closed one is marked gone and dropped by the
+	// hook when it meets it. commitSeq numbers the commits, and woken
+	// collects the subscriptions a commit handed frames to; only the hook
+	// uses them.
 	mergedFor map[string][]*Merged
-	cacheGen  uint64
+	cached    int
 	commitSeq uint64
 	woken     []*Merged
 }
 
-// maxMergedCache bounds the names mergedFor remembers: past it, the cache
-// starts over.
-const maxMergedCache = 1 << 16
+// maxMergedCache bounds the entries of mergedFor (names and the
+// subscriptions under them): past it, the cache starts over. At 8 bytes an
+// entry it stays under about 10 MiB, and the names a subscription checks
+// when it arrives stay few.
+const maxMergedCache = 1 << 20
 
 // NewHub creates a hub over log and registers its commit hook.
 func NewHub(log Log, opts Options) *Hub {
@@ -208,12 +213,8 @@ func (h *Hub) committed(events []store.Event) {
 // once, and queues the frames to every merged subscription that follows
 // the stream. A stream no merged subscription follows costs a map lookup.
 func (h *Hub) pushMerged(run []store.Event) {
-	if h.cacheGen != h.mergedGen || len(h.mergedFor) > maxMergedCache {
-		clear(h.mergedFor)
-		h.cacheGen = h.mergedGen
-	}
-	if h.mergedFor == nil {
-		h.mergedFor = make(map[string][]*Merged)
+	if h.mergedFor == nil || h.cached > maxMergedCache {
+		h.mergedFor, h.cached = make(map[string][]*Merged), 0
 	}
 	name := run[0].Stream
 	subs, ok := h.mergedFor[name]
@@ -224,6 +225,7 @@ func (h *Hub) pushMerged(run []store.Event) {
 			}
 		}
 		h.mergedFor[name] = subs
+		h.cached += 1 + len(subs)
 	}
 	if len(subs) == 0 {
 		return
@@ -245,12 +247,27 @@ func (h *Hub) pushMerged(run []store.Event) {
 		items[k] = queued{id: run[k].ID, frame: buf[start:end:end], stream: name}
 		start = end
 	}
+	gone := 0
 	for _, m := range subs {
+		if m.gone.Load() {
+			gone++
+			continue
+		}
 		m.push(items, len(buf))
 		if m.wokenSeq != h.commitSeq+1 {
 			m.wokenSeq = h.commitSeq + 1
 			h.woken = append(h.woken, m)
 		}
+	}
+	if gone > 0 {
+		kept := make([]*Merged, 0, len(subs)-gone)
+		for _, m := range subs {
+			if !m.gone.Load() {
+				kept = append(kept, m)
+			}
+		}
+		h.mergedFor[name] = kept
+		h.cached -= gone
 	}
 }
 
@@ -366,6 +383,7 @@ func (h *Hub) Close() {
 	defer h.mu.Unlock()
 	h.closed = true
 	for m := range h.merged {
+		m.gone.Store(true)
 		m.mu.Lock()
 		m.closed = true
 		m.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/sselog/sselog/store"
 )
@@ -83,8 +84,9 @@ type Merged struct {
 	taken  []queued // the queue taken by the last call, kept until the next
 
 	// wokenSeq is the commit that last queued it a frame; only the commit
-	// hook uses it.
+	// hook uses it. gone is set once it is closed.
 	wokenSeq uint64
+	gone     atomic.Bool
 
 	mu         sync.Mutex // guards what the commit and deletion hooks write
 	queue      []queued
@@ -145,7 +147,14 @@ func (h *Hub) SubscribeMerged(opts MergedOptions) (*Merged, error) {
 		h.merged = make(map[*Merged]struct{})
 	}
 	h.merged[m] = struct{}{}
-	h.mergedGen++
+	for name, subs := range h.mergedFor {
+		if m.match(name) {
+			// Never grown in place: a slice is the hook's to read
+			// until it is replaced.
+			h.mergedFor[name] = append(subs[:len(subs):len(subs)], m)
+			h.cached++
+		}
+	}
 	return m, nil
 }
 
@@ -159,7 +168,7 @@ func (m *Merged) Close() {
 	h.mu.Lock()
 	if _, ok := h.merged[m]; ok {
 		delete(h.merged, m)
-		h.mergedGen++
+		m.gone.Store(true) // the hook drops it from mergedFor when it meets it
 	}
 	h.mu.Unlock()
 	m.mu.Lock()

@@ -74,3 +74,37 @@ func TestMergedOneWakePerCommit(t *testing.T) {
 		t.Fatalf("stream x: cached %v with %d subscribers; %d frames queued", cached, len(subs), len(m.queue))
 	}
 }
+
+// TestMergedCacheChurn: a subscription that arrives adds itself to the
+// cached names it follows, and one that leaves is dropped when a commit
+// meets it; neither makes the hook ask every subscription again.
+func TestMergedCacheChurn(t *testing.T) {
+	log := &hookLog{}
+	h := NewHub(log, Options{})
+	defer h.Close()
+	all := func(string) bool { return true }
+	first, err := h.SubscribeMerged(MergedOptions{Selection: store.Selection{Match: all}, Match: all})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.commit([]store.Event{{ID: store.ID{15: 1}, Stream: "x", Data: []byte("1")}})
+	if len(h.mergedFor["x"]) != 1 {
+		t.Fatalf("x cached with %d subscriptions", len(h.mergedFor["x"]))
+	}
+	second, err := h.SubscribeMerged(MergedOptions{Selection: store.Selection{Names: []string{"x"}}, Match: func(s string) bool { return s == "x" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := h.mergedFor["x"]; len(got) != 2 || got[1] != second {
+		t.Fatalf("the new subscription did not add itself to x: %v", got)
+	}
+	first.Close()
+	log.commit([]store.Event{{ID: store.ID{15: 2}, Stream: "x", Data: []byte("2")}})
+	if got := h.mergedFor["x"]; len(got) != 1 || got[0] != second || h.cached != 2 {
+		t.Fatalf("after a close and a commit, x holds %v (cached %d)", got, h.cached)
+	}
+	if len(second.queue) != 1 || len(first.queue) != 0 {
+		t.Fatalf("queued: second %d, closed first %d", len(second.queue), len(first.queue))
+	}
+	second.Close()
+}
