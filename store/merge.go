@@ -1,8 +1,7 @@
 package store
 
 import (
-	"bytes"
-	"container/heap"
+	"encoding/binary"
 	"fmt"
 	"slices"
 
@@ -41,6 +40,9 @@ type MergedBounds struct {
 	// Gaps lists, in name order, the selected streams whose low-water
 	// mark is above the position read after.
 	Gaps []StreamGap
+	// Streams is how many streams the read selected (tombstones
+	// included): each cost it a cursor seek.
+	Streams int
 }
 
 // ScanMerged calls fn for each event with an id greater than after of the
@@ -59,6 +61,7 @@ func (l *Log) ScanMerged(sel Selection, after ID, limit int, fn func(*Event) err
 		}
 		var h mergeHeap
 		err := selected(tx, sel, func(name []byte, c counters) error {
+			mb.Streams++
 			var cur *bolt.Cursor
 			var k, v []byte
 			if b := tx.Bucket(bucketEvents).Bucket(name); b != nil {
@@ -76,16 +79,18 @@ func (l *Log) ScanMerged(sel Selection, after ID, limit int, fn func(*Event) err
 				mb.Gaps = append(mb.Gaps, g)
 			}
 			if k != nil {
-				h.cursors = append(h.cursors, &mergeCursor{name: string(name), c: cur, k: k, v: v})
+				m := &mergeCursor{name: string(name), c: cur, k: k, v: v}
+				m.setKey()
+				h.cursors = append(h.cursors, m)
 			}
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		heap.Init(&h)
+		h.init()
 		var e Event // one for the whole scan: fn may not keep it
-		for n := 0; h.Len() > 0 && (limit <= 0 || n < limit); n++ {
+		for n := 0; len(h.cursors) > 0 && (limit <= 0 || n < limit); n++ {
 			m := h.cursors[0]
 			e.Stream = m.name
 			if err := decodeValue(m.k, m.v, &e); err != nil {
@@ -95,9 +100,10 @@ func (l *Log) ScanMerged(sel Selection, after ID, limit int, fn func(*Event) err
 				return err
 			}
 			if m.k, m.v = m.c.Next(); m.k == nil {
-				heap.Pop(&h)
+				h.popTop()
 			} else {
-				heap.Fix(&h, 0)
+				m.setKey()
+				h.down(0)
 			}
 		}
 		return nil
@@ -142,13 +148,14 @@ func (l *Log) StartOfLastMerged(sel Selection, n int) (after ID, err error) {
 		return ID{}, fmt.Errorf("start of the last %d events: n must be at least 1", n)
 	}
 	err = l.view(func(tx *bolt.Tx) error {
-		var h mergeHeap
-		h.desc = true
+		h := mergeHeap{desc: true}
 		err := selected(tx, sel, func(name []byte, _ counters) error {
 			if b := tx.Bucket(bucketEvents).Bucket(name); b != nil {
 				c := b.Cursor()
 				if k, _ := c.Last(); k != nil {
-					h.cursors = append(h.cursors, &mergeCursor{name: string(name), c: c, k: k})
+					m := &mergeCursor{name: string(name), c: c, k: k}
+					m.setKey()
+					h.cursors = append(h.cursors, m)
 				}
 			}
 			return nil
@@ -156,16 +163,17 @@ func (l *Log) StartOfLastMerged(sel Selection, n int) (after ID, err error) {
 		if err != nil {
 			return err
 		}
-		heap.Init(&h)
-		for i := 0; i < n && h.Len() > 0; i++ {
+		h.init()
+		for i := 0; i < n && len(h.cursors) > 0; i++ {
 			m := h.cursors[0]
 			if m.k, _ = m.c.Prev(); m.k == nil {
-				heap.Pop(&h)
+				h.popTop()
 			} else {
-				heap.Fix(&h, 0)
+				m.setKey()
+				h.down(0)
 			}
 		}
-		if h.Len() > 0 {
+		if len(h.cursors) > 0 {
 			after = ID(h.cursors[0].k)
 		}
 		return nil
@@ -176,33 +184,73 @@ func (l *Log) StartOfLastMerged(sel Selection, n int) (after ID, err error) {
 	return after, nil
 }
 
-// mergeCursor is one stream's position in a merged read.
+// mergeCursor is one stream's position in a merged read. hi and lo are
+// its key as two big-endian words: ids compare as those, which is cheaper
+// than comparing byte slices, and the merge compares on every event.
 type mergeCursor struct {
-	name string
-	c    *bolt.Cursor
-	k, v []byte
+	name   string
+	c      *bolt.Cursor
+	k, v   []byte
+	hi, lo uint64
 }
 
-// mergeHeap orders stream cursors by their current key: ascending, or
-// descending for a walk back.
+func (m *mergeCursor) setKey() {
+	if len(m.k) >= 16 {
+		m.hi, m.lo = binary.BigEndian.Uint64(m.k), binary.BigEndian.Uint64(m.k[8:])
+	} else {
+		// Not an id (a damaged key, which decodeValue reports): sorts
+		// first, so the error surfaces at once.
+		m.hi, m.lo = 0, 0
+	}
+}
+
+// mergeHeap orders stream cursors by their current key, smallest first,
+// or largest first for a walk back: a binary heap written out, since
+// container/heap's interface calls cost more than the comparisons.
 type mergeHeap struct {
 	cursors []*mergeCursor
 	desc    bool
 }
 
-func (h mergeHeap) Len() int { return len(h.cursors) }
-func (h mergeHeap) Less(i, j int) bool {
-	c := bytes.Compare(h.cursors[i].k, h.cursors[j].k)
+func (h *mergeHeap) before(a, b *mergeCursor) bool {
 	if h.desc {
-		return c > 0
+		a, b = b, a
 	}
-	return c < 0
+	return a.hi < b.hi || a.hi == b.hi && a.lo < b.lo
 }
-func (h mergeHeap) Swap(i, j int) { h.cursors[i], h.cursors[j] = h.cursors[j], h.cursors[i] }
-func (h *mergeHeap) Push(x any)   { h.cursors = append(h.cursors, x.(*mergeCursor)) }
-func (h *mergeHeap) Pop() any {
-	old := h.cursors
-	x := old[len(old)-1]
-	h.cursors = old[:len(old)-1]
-	return x
+
+func (h *mergeHeap) init() {
+	for i := len(h.cursors)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+// down restores the heap below i after the key at i grew (shrank, for a
+// walk back).
+func (h *mergeHeap) down(i int) {
+	c := h.cursors
+	for {
+		l := 2*i + 1
+		if l >= len(c) {
+			return
+		}
+		m := l
+		if r := l + 1; r < len(c) && h.before(c[r], c[l]) {
+			m = r
+		}
+		if !h.before(c[m], c[i]) {
+			return
+		}
+		c[i], c[m] = c[m], c[i]
+		i = m
+	}
+}
+
+// popTop removes the first cursor.
+func (h *mergeHeap) popTop() {
+	last := len(h.cursors) - 1
+	h.cursors[0] = h.cursors[last]
+	h.cursors[last] = nil
+	h.cursors = h.cursors[:last]
+	h.down(0)
 }

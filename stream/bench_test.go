@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/sselog/sselog/store"
@@ -69,24 +70,48 @@ func BenchmarkReplay(b *testing.B) {
 // in runs of 100: the k-way merge of the streams' cursors against the one
 // cursor of BenchmarkReplay. The target is at least half its events/s.
 func BenchmarkReplayMerged(b *testing.B) {
+	b.Run("runs of 100", func(b *testing.B) { benchReplayMerged(b, 100) })
+	// One event of each stream in turn, the merge's worst case: every
+	// event moves the heap. Committed concurrently, one goroutine a
+	// stream, so that group commit interleaves them.
+	b.Run("interleaved", func(b *testing.B) { benchReplayMerged(b, 1) })
+}
+
+func benchReplayMerged(b *testing.B, run int) {
 	const total, streams = 100_000, 10
 	l, h := newHub(b, stream.Options{})
-	batch := make([]store.Event, 100)
-	var last store.ID
 	names := make([]string, streams)
 	for i := range names {
 		names[i] = fmt.Sprint("s", i)
 	}
-	for i := 0; i < total; i += len(batch) {
-		for j := range batch {
-			batch[j] = store.Event{Type: "update", Data: fmt.Appendf(nil, `{"n":%d,"payload":"0123456789abcdef0123456789abcdef"}`, i+j)}
-		}
-		ids, err := l.Append(context.Background(), names[(i/len(batch))%streams], batch)
-		if err != nil {
-			b.Fatal(err)
-		}
-		last = ids[len(ids)-1]
+	event := func(n int) store.Event {
+		return store.Event{Type: "update", Data: fmt.Appendf(nil, `{"n":%d,"payload":"0123456789abcdef0123456789abcdef"}`, n)}
 	}
+	if run > 1 {
+		batch := make([]store.Event, run)
+		for i := 0; i < total; i += run {
+			for j := range batch {
+				batch[j] = event(i + j)
+			}
+			if _, err := l.Append(context.Background(), names[(i/run)%streams], batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+	} else {
+		var wg sync.WaitGroup
+		for s := range streams {
+			wg.Go(func() {
+				for i := range total / streams {
+					if _, err := l.Append(context.Background(), names[s], []store.Event{event(i)}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	last := l.LastID()
 	sel := store.Selection{Names: names}
 	match := func(s string) bool { return slices.Contains(names, s) }
 	b.ReportAllocs()

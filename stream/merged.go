@@ -3,6 +3,7 @@ package stream
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -77,11 +78,13 @@ type Merged struct {
 	// leaves the mark a deletion keeps).
 	told map[string]toldReset
 
-	buf    []byte // the page in hand
-	held   int    // what it is charged to the replay budget
-	items  []pageItem
-	frames [][]byte
-	taken  []queued // the queue taken by the last call, kept until the next
+	buf   []byte // the page in hand
+	held  int    // what it is charged to the replay budget
+	items []pageItem
+	// streams is how many streams the last read selected.
+	streams int
+	frames  [][]byte
+	taken   []queued // the queue taken by the last call, kept until the next
 
 	// wokenSeq is the commit that last queued it a frame; only the commit
 	// hook uses it. gone is set once it is closed.
@@ -281,7 +284,10 @@ func (m *Merged) appendReset(frames [][]byte, stream string, lowWater store.ID, 
 // after it in their places, and reports whether the page came back short:
 // everything committed before the read began has then been handed out.
 func (m *Merged) replay(allowance int) (caughtUp bool, err error) {
-	page := m.hub.opts.PageSize
+	// Each read seeks a cursor in every selected stream: a wide selection
+	// reads pages wide enough to pay for that (still within the bytes
+	// allowed), rather than a seek per stream for every PageSize events.
+	page := max(m.hub.opts.PageSize, m.streams)
 	items := m.items[:0]
 	defer func() { m.items = items[:0] }()
 	n := 0
@@ -306,6 +312,7 @@ func (m *Merged) replay(allowance int) (caughtUp bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("merged replay: %w", err)
 	}
+	m.streams = mb.Streams
 	if m.resuming && mb.Newest.Compare(m.cursor) < 0 {
 		// This database never issued the id: go live from the newest id
 		// there is, which the same transaction proved is the newest.
@@ -333,23 +340,21 @@ func (m *Merged) replay(allowance int) (caughtUp bool, err error) {
 		m.frames = append(m.frames, m.buf)
 		return !full, nil
 	}
-	// Resets go where their low-water marks fall among the events; those
-	// beyond a full page wait for the page that reaches them.
+	// Resets go where their low-water marks fall among the events, in one
+	// pass over both in id order; those beyond a full page wait for the
+	// page that reaches them.
+	slices.SortFunc(gaps, func(a, b store.StreamGap) int { return a.LowWater.Compare(b.LowWater) })
+	g := 0
 	for _, it := range items {
-		for i := 0; i < len(gaps); {
-			if gaps[i].LowWater.Compare(it.id) < 0 {
-				m.frames = m.gapReset(m.frames, gaps[i])
-				gaps = append(gaps[:i], gaps[i+1:]...)
-				continue
-			}
-			i++
+		for ; g < len(gaps) && gaps[g].LowWater.Compare(it.id) < 0; g++ {
+			m.frames = m.gapReset(m.frames, gaps[g])
 		}
 		m.cursor = it.id
 		m.frames = append(m.frames, m.buf[it.from:it.to:it.to])
 	}
 	if !full {
-		for _, g := range gaps {
-			m.frames = m.gapReset(m.frames, g)
+		for ; g < len(gaps); g++ {
+			m.frames = m.gapReset(m.frames, gaps[g])
 		}
 	}
 	return !full, nil
