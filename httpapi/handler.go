@@ -73,6 +73,13 @@ type Options struct {
 	// browsers may call the API, credentials included. Empty means none:
 	// no CORS headers are sent.
 	CORSOrigins []string
+	// Metrics, when set, is served at GET /metrics, to admin tokens only
+	// when Auth is set (see metrics.go).
+	Metrics http.Handler
+	// ObservePublish, when set, is called with the status of every answer
+	// to a publish request, refusals by the token check included. It must
+	// not block.
+	ObservePublish func(status int)
 }
 
 // Handler serves the sselog API.
@@ -128,13 +135,16 @@ func NewHandler(log *store.Log, hub *stream.Hub, opts Options) *Handler {
 	// simply match no route.
 	r.SkipClean(true)
 	r.HandleFunc("/healthz", h.healthz).Methods(http.MethodGet, http.MethodHead)
+	if opts.Metrics != nil {
+		r.Handle("/metrics", h.authorize(needAdmin, opts.Metrics.ServeHTTP)).Methods(http.MethodGet)
+	}
 	// Every route but /healthz says what it needs from a token (auth.go).
 	r.HandleFunc("/v1/streams", h.authorize(needToken, h.listStreams)).Methods(http.MethodGet)
 	// The merged endpoints check the token's grants against their stream
 	// parameters themselves (parseSelection).
 	r.HandleFunc("/v1/events", h.authorize(needToken, h.mergedSubscribe)).Methods(http.MethodGet)
 	r.HandleFunc("/v1/history", h.authorize(needToken, h.mergedHistory)).Methods(http.MethodGet)
-	r.HandleFunc("/v1/streams/{stream}/events", h.authorize(needPublish, h.publish)).Methods(http.MethodPost)
+	r.HandleFunc("/v1/streams/{stream}/events", h.observePublish(h.authorize(needPublish, h.publish))).Methods(http.MethodPost)
 	r.HandleFunc("/v1/streams/{stream}/events", h.authorize(needSubscribe, h.subscribe)).Methods(http.MethodGet)
 	r.HandleFunc("/v1/streams/{stream}/history", h.authorize(needSubscribe, h.history)).Methods(http.MethodGet)
 	r.HandleFunc("/v1/streams/{stream}", h.authorize(needRead, h.getStream)).Methods(http.MethodGet)

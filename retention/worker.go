@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sselog/sselog/store"
@@ -61,7 +62,12 @@ type Worker struct {
 	logger   *slog.Logger
 
 	mu sync.Mutex // held for a whole pass
+
+	removed atomic.Uint64 // events removed by every pass so far
 }
+
+// Removed reports how many events the worker's passes have removed.
+func (w *Worker) Removed() uint64 { return w.removed.Load() }
 
 // New returns a worker that trims log under opts. It starts nothing: call
 // Run, or RunOnce.
@@ -141,6 +147,7 @@ func (w *Worker) RunOnce(ctx context.Context) (Stats, error) {
 	var st Stats
 	err := w.pass(ctx, &st)
 	st.Took = time.Since(start)
+	w.removed.Add(uint64(st.Trimmed))
 	return st, err
 }
 

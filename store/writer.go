@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -188,7 +189,11 @@ func (l *Log) commit(gen *generator, group []*appendOp, created []string, arena 
 	var (
 		keyed   []*appendOp // appends whose key lookup may refuse or replay them
 		pending groupKeys   // the keys this group stores
+		start   time.Time
 	)
+	if l.observe != nil {
+		start = time.Now()
+	}
 	err := l.db.Update(func(tx *bolt.Tx) error {
 		var last ID
 		for _, r := range group {
@@ -237,7 +242,14 @@ func (l *Log) commit(gen *generator, group []*appendOp, created []string, arena 
 		}
 		return tx.Bucket(bucketMeta).Put(keyLastID, last[:])
 	})
+	var took time.Duration
+	if l.observe != nil {
+		took = time.Since(start)
+	}
 	if err != nil {
+		if l.observe != nil {
+			l.observe(CommitStats{Took: took, Failed: true})
+		}
 		l.logger.Error("commit failed", "events", countEvents(group), "err", err)
 		// What the lookups decided rests on a transaction that is gone.
 		for _, r := range keyed {
@@ -257,6 +269,9 @@ func (l *Log) commit(gen *generator, group []*appendOp, created []string, arena 
 	if len(keyed) > 0 {
 		l.indexKeys(group)
 		l.forgetUncreated(group, created)
+	}
+	if l.observe != nil {
+		l.observe(CommitStats{Events: len(*batch), Took: took})
 	}
 	if len(*batch) == 0 {
 		return nil

@@ -117,6 +117,10 @@ type Hub struct {
 	// subscriptions.
 	pages pageBudget
 
+	// handedLive and handedReplayed count the events Next has handed out,
+	// from the tails and queues, and from the log.
+	handedLive, handedReplayed atomic.Uint64
+
 	// merged holds the merged subscriptions; it changes under mu.Lock.
 	merged map[*Merged]struct{}
 	// mergedFor caches, for each stream name a commit touched, the merged
@@ -491,6 +495,13 @@ func (h *Hub) subscribe(name string, after store.ID, resuming bool) (*Subscripti
 		s.known = h.delivered
 	}
 	return s, nil
+}
+
+// Handed reports how many events subscriptions have handed out since the
+// hub was made: live (from the tails and merged queues) and replayed
+// (read from the log). Resets count with the events around them.
+func (h *Hub) Handed() (live, replayed uint64) {
+	return h.handedLive.Load(), h.handedReplayed.Load()
 }
 
 // Following reports how many streams have subscribers.

@@ -81,10 +81,11 @@ type Merged struct {
 	buf   []byte // the page in hand
 	held  int    // what it is charged to the replay budget
 	items []pageItem
-	// streams is how many streams the last read selected.
-	streams int
-	frames  [][]byte
-	taken   []queued // the queue taken by the last call, kept until the next
+	// streams is how many streams the last read selected, and replayed how
+	// many events it read.
+	streams, replayed int
+	frames            [][]byte
+	taken             []queued // the queue taken by the last call, kept until the next
 
 	// wokenSeq is the commit that last queued it a frame; only the commit
 	// hook uses it. gone is set once it is closed.
@@ -212,6 +213,7 @@ func (m *Merged) Next() ([][]byte, <-chan struct{}, error) {
 			if len(m.frames) == 0 {
 				return nil, wake, nil
 			}
+			m.hub.handedLive.Add(uint64(len(m.frames)))
 			return m.frames, nil, nil
 		}
 		// The log serves until a read comes back short, however many
@@ -242,6 +244,7 @@ func (m *Merged) Next() ([][]byte, <-chan struct{}, error) {
 		}
 		m.hub.pages.add(cap(m.buf) - m.held)
 		m.held = cap(m.buf)
+		m.hub.handedReplayed.Add(uint64(m.replayed))
 		return m.frames, nil, nil
 	}
 }
@@ -289,7 +292,7 @@ func (m *Merged) replay(allowance int) (caughtUp bool, err error) {
 	// allowed), rather than a seek per stream for every PageSize events.
 	page := max(m.hub.opts.PageSize, m.streams)
 	items := m.items[:0]
-	defer func() { m.items = items[:0] }()
+	defer func() { m.items, m.replayed = items[:0], len(items) }()
 	n := 0
 	mb, err := m.hub.log.ScanMerged(m.sel, m.cursor, page, func(e *store.Event) error {
 		need := len(m.buf) + mergedFrameLen(e)

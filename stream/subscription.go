@@ -90,6 +90,7 @@ func (s *Subscription) Next() ([][]byte, <-chan struct{}, error) {
 				return nil, wake, nil
 			}
 			s.cursor = last
+			s.hub.handedLive.Add(uint64(len(s.frames)))
 			return s.frames, nil, nil
 		}
 		f.mu.RUnlock()
@@ -121,6 +122,7 @@ func (s *Subscription) Next() ([][]byte, <-chan struct{}, error) {
 		s.held = cap(s.buf)
 		s.frames = append(s.frames, s.buf)
 		s.ended = s.ending
+		s.hub.handedReplayed.Add(uint64(n))
 		return s.frames, nil, nil
 	}
 }

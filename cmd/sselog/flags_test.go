@@ -44,6 +44,7 @@ func TestParseWithEnv(t *testing.T) {
 		retainInterval: retention.DefaultInterval,
 
 		idempotencyWindow: store.DefaultIdempotencyWindow,
+		metrics:           true,
 	}
 	allEnv := map[string]string{
 		"SSELOG_ADDR":               "0.0.0.0:9000",
@@ -75,6 +76,7 @@ func TestParseWithEnv(t *testing.T) {
 		"SSELOG_PPROF":              "127.0.0.1:6060",
 		"SSELOG_INSECURE_PPROF":     "true",
 		"SSELOG_IDEMPOTENCY_WINDOW": "2h",
+		"SSELOG_METRICS_ADDR":       "127.0.0.1:9090",
 	}
 	fromEnv := serveConfig{
 		addr: "0.0.0.0:9000", db: "/var/lib/sselog/e.db",
@@ -88,6 +90,7 @@ func TestParseWithEnv(t *testing.T) {
 		maxConns: 500, idleTimeout: time.Minute, shutdown: 5 * time.Second,
 		pprof: "127.0.0.1:6060", insecurePprof: true,
 		idempotencyWindow: 2 * time.Hour,
+		metrics:           true, metricsAddr: "127.0.0.1:9090",
 	}
 	tests := []struct {
 		name    string
@@ -109,7 +112,7 @@ func TestParseWithEnv(t *testing.T) {
 				"--tls-cert", "c.pem", "--tls-key", "c.key",
 				"--max-body-memory", "4MiB", "--tail-memory", "1MiB", "--replay-memory", "2MiB", "--memory-limit", "0",
 				"--max-connections", "0", "--idle-timeout", "3s", "--shutdown-timeout", "2s", "--pprof", "", "--insecure-pprof=false",
-				"--idempotency-window", "90m",
+				"--idempotency-window", "90m", "--metrics=false", "--metrics-addr", "",
 			},
 			want: serveConfig{
 				addr: "127.0.0.1:1", db: "f.db", retry: time.Second, heartbeat: 2 * time.Second,
@@ -273,6 +276,7 @@ func TestRunCommandLine(t *testing.T) {
 		{name: "zero retain interval", args: serve("--retain-interval", "0s"), wantErr: "--retain-interval must be positive"},
 		{name: "zero idempotency window", args: serve("--idempotency-window", "0s"), wantErr: "--idempotency-window must be positive"},
 		{name: "bad idempotency window", args: serve("--idempotency-window", "a day"), wantErr: "idempotency-window"},
+		{name: "metrics address without metrics", args: serve("--metrics=false", "--metrics-addr", "127.0.0.1:0"), wantErr: "--metrics-addr needs --metrics"},
 		{name: "bad retain bytes", args: serve("--retain-bytes", "-5"), wantErr: "invalid size"},
 		{name: "bad retain events", args: serve("--retain-events", "many"), wantErr: "retain-events"},
 		{name: "tls cert without key", args: serve("--tls-cert", "c.pem"), wantErr: "--tls-cert and --tls-key go together"},

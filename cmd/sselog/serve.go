@@ -70,7 +70,8 @@ type service struct {
 	worker        *retention.Worker
 	ln            *httpapi.Listener
 	srv           *http.Server
-	stopProfiling func() // nil without --pprof
+	stopProfiling func()       // nil without --pprof
+	metricsSrv    *http.Server // nil without --metrics-addr
 }
 
 // newService opens the database and listens on c.addr; on an error it
@@ -81,13 +82,19 @@ func newService(c *config) (*service, error) {
 			return nil, fmt.Errorf("create database directory: %w", err)
 		}
 	}
-	log, err := store.Open(c.db, store.Options{Logger: c.logger, MaxStreams: c.maxStreams, IdempotencyWindow: c.idempotencyWindow})
+	var m *metrics
+	storeOpts := store.Options{Logger: c.logger, MaxStreams: c.maxStreams, IdempotencyWindow: c.idempotencyWindow}
+	if c.metrics {
+		m = newMetrics()
+		storeOpts.ObserveCommit = m.observeCommit
+	}
+	log, err := store.Open(c.db, storeOpts)
 	if err != nil {
 		return nil, err
 	}
 	s := &service{c: c, log: log}
 	s.hub = stream.NewHub(log, stream.Options{TailBudget: int(c.tailMemory), ReplayBudget: int(c.replayMemory)})
-	s.handler = httpapi.NewHandler(log, s.hub, httpapi.Options{
+	opts := httpapi.Options{
 		Logger:       c.logger,
 		Retry:        c.retry,
 		Heartbeat:    c.heartbeat,
@@ -101,8 +108,18 @@ func newService(c *config) (*service, error) {
 		Retention:           c.limits,
 		Auth:                c.verifier,
 		CORSOrigins:         c.origins,
-	})
+	}
+	if m != nil {
+		opts.ObservePublish = m.observePublish
+		if c.metricsAddr == "" {
+			opts.Metrics = m.handler()
+		}
+	}
+	s.handler = httpapi.NewHandler(log, s.hub, opts)
 	s.worker = retention.New(log, retention.Options{Defaults: c.limits, Interval: c.retainInterval, Logger: c.logger})
+	if m != nil {
+		m.watch(log, s.hub, s.handler, s.worker)
+	}
 
 	raw, err := net.Listen("tcp", c.addr)
 	if err != nil {
@@ -134,6 +151,19 @@ func newService(c *config) (*service, error) {
 			return nil, err
 		}
 	}
+	if c.metricsAddr != "" {
+		mln, err := net.Listen("tcp", c.metricsAddr)
+		if err != nil {
+			if s.stopProfiling != nil {
+				s.stopProfiling()
+			}
+			s.ln.Close()
+			log.Close()
+			return nil, fmt.Errorf("--metrics-addr: %w", err)
+		}
+		s.metricsSrv = serveMetrics(mln, m.handler())
+		c.logger.Info("metrics", "addr", "http://"+mln.Addr().String()+"/metrics")
+	}
 	return s, nil
 }
 
@@ -143,6 +173,9 @@ func (s *service) run(ctx context.Context, stdout io.Writer) error {
 	c, logger := s.c, s.c.logger
 	if s.stopProfiling != nil {
 		defer s.stopProfiling()
+	}
+	if s.metricsSrv != nil {
+		defer s.metricsSrv.Close()
 	}
 	workerCtx, stopWorker := context.WithCancel(context.Background())
 	workerDone := make(chan struct{})

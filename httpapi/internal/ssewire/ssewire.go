@@ -171,6 +171,13 @@ func (wr *Wire) Start(w http.ResponseWriter, r *http.Request, first []byte, run 
 	return nil
 }
 
+// Open reports how many streams are running.
+func (wr *Wire) Open() int {
+	wr.mu.Lock()
+	defer wr.mu.Unlock()
+	return len(wr.sinks)
+}
+
 // add registers a running stream; one added after Close began is told at
 // once.
 func (wr *Wire) add(n notifier) {
