@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/sselog/sselog/httpapi/internal/ssewire"
+	"github.com/sselog/sselog/httpapi/internal/ui"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
@@ -153,6 +154,10 @@ func NewHandler(log *store.Log, hub *stream.Hub, opts Options) *Handler {
 	r.HandleFunc("/v1/streams/{stream}/retention", h.authorize(needAdmin, h.putRetention)).Methods(http.MethodPut)
 	r.HandleFunc("/v1/streams/{stream}/retention", h.authorize(needAdmin, h.deleteRetention)).Methods(http.MethodDelete)
 	r.HandleFunc("/v1/backup", h.authorize(needAdmin, h.backup)).Methods(http.MethodGet)
+	// The viewer page: static files that hold no data, so no token; the
+	// page's own API calls carry one.
+	r.Handle("/ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently)).Methods(http.MethodGet, http.MethodHead)
+	r.PathPrefix("/ui/").Handler(http.StripPrefix("/ui/", ui.Handler())).Methods(http.MethodGet, http.MethodHead)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, errorf(http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
