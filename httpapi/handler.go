@@ -156,7 +156,12 @@ func NewHandler(log *store.Log, hub *stream.Hub, opts Options) *Handler {
 	r.HandleFunc("/v1/backup", h.authorize(needAdmin, h.backup)).Methods(http.MethodGet)
 	// The viewer page: static files that hold no data, so no token; the
 	// page's own API calls carry one.
-	r.Handle("/ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently)).Methods(http.MethodGet, http.MethodHead)
+	// A relative Location (http.Redirect would make it absolute), so that
+	// it also works behind a proxy's path prefix.
+	r.HandleFunc("/ui", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Location", "ui/")
+		w.WriteHeader(http.StatusMovedPermanently)
+	}).Methods(http.MethodGet, http.MethodHead)
 	r.PathPrefix("/ui/").Handler(http.StripPrefix("/ui/", ui.Handler())).Methods(http.MethodGet, http.MethodHead)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, errorf(http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))

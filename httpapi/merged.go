@@ -202,10 +202,7 @@ func (h *Handler) mergedSubscribe(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	first := h.retry
-	if st.kind == startLive {
-		first = liveFirst(h.retry, m.Cursor())
-	}
+	first := h.startBlock(st, m.Cursor())
 	lifetime, limited := h.tokenLifetime(r)
 	err = h.wire.Start(w, r, first, func(sink ssewire.Sink) {
 		defer release()

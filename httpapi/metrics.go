@@ -42,3 +42,14 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // OpenStreams reports how many SSE streams are open.
 func (h *Handler) OpenStreams() int { return h.wire.Open() }
+
+// baseWriter is w with every wrapper that has an Unwrap method taken off.
+func baseWriter(w http.ResponseWriter) http.ResponseWriter {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		w = u.Unwrap()
+	}
+}

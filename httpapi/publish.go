@@ -148,7 +148,10 @@ func (h *Handler) readJSONBody(w http.ResponseWriter, r *http.Request) (body []b
 		dog = watchdog.New(h.opts.ReadTimeout, func() { _ = rc.SetReadDeadline(watchdog.Past) })
 		dog.Start()
 	}
-	body, held, err := readBody(http.MaxBytesReader(w, r.Body, h.opts.MaxBody), r.ContentLength, h.opts.MaxBody, h.bodies)
+	// MaxBytesReader closes the connection after a body over the limit
+	// only when it is given net/http's own writer: not a wrapper (such as
+	// the one that counts publish answers for the metrics).
+	body, held, err := readBody(http.MaxBytesReader(baseWriter(w), r.Body, h.opts.MaxBody), r.ContentLength, h.opts.MaxBody, h.bodies)
 	if dog != nil && dog.Close() && err == nil {
 		// The whole body arrived as the time ran out, and the past
 		// deadline may still be set: answer as if it had not.

@@ -53,15 +53,7 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 	// with a retry hint, and the client comes back with a fresh token (a
 	// renewed cookie, say) or is refused.
 	lifetime, limited := h.tokenLifetime(r)
-	first := h.retry
-	if st.kind == startLive {
-		// A live start has a position too: where the log stood. Sent as
-		// the first block's id (a block without data dispatches nothing,
-		// but sets the client's last event id), it makes a reconnect
-		// before the first event a resume from there, not a new live
-		// start that would skip what was committed in between.
-		first = liveFirst(h.retry, sub.Cursor())
-	}
+	first := h.startBlock(st, sub.Cursor())
 	err = h.wire.Start(w, r, first, func(sink ssewire.Sink) {
 		defer release()
 		defer sub.Close()
@@ -287,8 +279,29 @@ func (h *Handler) takeSlot(r *http.Request) (release func(), ok bool) {
 	}), true
 }
 
-// liveFirst is the first block of a live stream: the retry hint and the
-// id the stream starts after.
+// startBlock is a stream's first block: the retry hint, and for a start
+// that is not a resume, the id it starts after. A start has a position
+// too: where the log stood, or the id before the newest n, or before a
+// time. Sent as the first block's id (a block without data dispatches
+// nothing, but sets the client's last event id), it makes a reconnect
+// before the first event a resume from there, not a new start that would
+// skip what was committed in between. A time after the newest id has no
+// such position yet (a resume from it would be told it is unknown): its
+// reconnect starts by the time again, which is exact too.
+func (h *Handler) startBlock(st start, cursor store.ID) []byte {
+	switch st.kind {
+	case startLive, startLast:
+		return liveFirst(h.retry, cursor)
+	case startSince:
+		if cursor.Compare(h.log.LastID()) <= 0 {
+			return liveFirst(h.retry, cursor)
+		}
+	}
+	return h.retry
+}
+
+// liveFirst is the first block of a stream that is not a resume: the retry
+// hint and the id the stream starts after.
 func liveFirst(retry []byte, cursor store.ID) []byte {
 	b := make([]byte, 0, len(retry)+len("id: \n")+26)
 	b = append(b, retry[:len(retry)-1]...) // without the blank line that ends the block

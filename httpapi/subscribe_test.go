@@ -311,3 +311,46 @@ func TestLiveStartPosition(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestStartPosition: a start by count, or by a time not after the newest
+// id, says in its first block where it starts, so that a reconnect before
+// the first event resumes from there (on an empty stream, after more
+// events than the count, nothing is missed); a time after the newest id
+// has no position yet, and its first block carries none.
+func TestStartPosition(t *testing.T) {
+	s := newServer(t, httpapi.Options{Heartbeat: time.Hour}, stream.Options{})
+	ids := publishN(t, s, "s", 3)
+	for _, tc := range []struct {
+		query string
+		want  string // the first block's id; "" for none
+	}{
+		{"last=2", ids[0].String()},
+		{"last=50", zeroID},
+		{"since=0", zeroID},
+		{"since=" + strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10), ""},
+	} {
+		c := s.dial(t, "/v1/streams/s/events?"+tc.query, "")
+		b, err := c.Next()
+		if err != nil || b.HasData || b.Retry == "" || b.HasID != (tc.want != "") || b.ID != tc.want {
+			t.Errorf("%s: first block %+v, %v; want id %q", tc.query, b, err, tc.want)
+		}
+		c.Close()
+	}
+	// An empty stream started by count, then more events than the count
+	// while the client is away: the reconnect from the first block's id
+	// gets every one.
+	c := s.dial(t, "/v1/streams/empty/events?last=2", "")
+	b, err := c.Next()
+	if err != nil || !b.HasID {
+		t.Fatalf("first block %+v %v", b, err)
+	}
+	c.Close()
+	missed := publishN(t, s, "empty", 5)
+	again := s.dial(t, "/v1/streams/empty/events", b.ID)
+	got := readEvents(t, again, 5)
+	for i, e := range got {
+		if e.ID != missed[i].String() {
+			t.Fatalf("event %d is %s, want %s", i, e.ID, missed[i])
+		}
+	}
+}

@@ -332,8 +332,8 @@ func TestUIFiles(t *testing.T) {
 	s, _ := newAuthServer(t, testSecret, httpapi.Options{})
 	t.Run("redirect", func(t *testing.T) {
 		status, hdr, _ := s.doFull(t, http.MethodGet, "/ui", "", "", nil)
-		if status != http.StatusMovedPermanently || hdr.Get("Location") != "/ui/" {
-			t.Fatalf("GET /ui: %d, Location %q; want 301 to /ui/", status, hdr.Get("Location"))
+		if status != http.StatusMovedPermanently || hdr.Get("Location") != "ui/" {
+			t.Fatalf("GET /ui: %d, Location %q; want 301 to ui/", status, hdr.Get("Location"))
 		}
 	})
 	files := []struct{ path, contentType string }{

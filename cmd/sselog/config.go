@@ -117,7 +117,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.IntVar(&c.maxSubscribersPerIP, "max-subscribers-per-ip", 0, "most open SSE streams per client address (0: no limit)")
 	fs.IntVar(&c.maxStreams, "max-streams", 0, "most streams; publishing to a new one beyond it is refused with 429 (0: no limit)")
 	fs.StringVar(&c.pprof, "pprof", "", "serve Go's profiling endpoints (/debug/pprof/), without authentication, on this loopback address, e.g. 127.0.0.1:6060 (off when empty)")
-	fs.BoolVar(&c.metrics, "metrics", true, "serve Prometheus metrics at GET /metrics (to admin tokens only when a token key is set); false turns them off, and their cost with them")
+	fs.BoolVar(&c.metrics, "metrics", true, "serve Prometheus metrics at GET /metrics (to admin tokens only when a token key is set); false turns them off")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve GET /metrics on this address instead, without authentication, e.g. 127.0.0.1:9090: keep it on a private network (anyone who reaches it reads the server's figures)")
 	fs.BoolVar(&c.insecurePprof, "insecure-pprof", false, "let --pprof listen on a non-loopback address: anyone who can connect may profile the server and read its memory")
 	fs.StringVar(&c.jwtSecretFile, "jwt-secret-file", "", "file holding the HMAC secret that signs bearer tokens (HS256/384/512; at least 32 bytes; a trailing newline is ignored)")

@@ -25,6 +25,7 @@ type metrics struct {
 	appended  prometheus.Counter
 	commitDur prometheus.Histogram
 	commitN   prometheus.Histogram
+	failures  prometheus.Counter
 	publish   *prometheus.CounterVec
 }
 
@@ -48,12 +49,21 @@ func newMetrics() *metrics {
 			Help:    "Events stored by one commit: above 1 under load, group commit at work.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 14), // 1 to 8192
 		}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sselog_commit_failures_total",
+			Help: "Commits that failed (disk full, I/O errors): their publishes were answered 503 with nothing stored.",
+		}),
 		publish: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sselog_publish_requests_total",
 			Help: "Publish requests answered, by HTTP status.",
 		}, []string{"code"}),
 	}
-	m.reg.MustRegister(m.appended, m.commitDur, m.commitN, m.publish,
+	// The usual answers exist from the start, so that a rate over them
+	// sees their first increase.
+	for _, code := range []string{"201", "400", "401", "403", "413", "429", "503"} {
+		m.publish.WithLabelValues(code)
+	}
+	m.reg.MustRegister(m.appended, m.commitDur, m.commitN, m.failures, m.publish,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -62,6 +72,9 @@ func newMetrics() *metrics {
 // observeCommit is the log's store.Options.ObserveCommit.
 func (m *metrics) observeCommit(st store.CommitStats) {
 	m.commitDur.Observe(st.Took.Seconds())
+	if st.Failed {
+		m.failures.Inc()
+	}
 	if st.Events > 0 {
 		m.commitN.Observe(float64(st.Events))
 		m.appended.Add(float64(st.Events))

@@ -112,6 +112,8 @@ func TestMetrics(t *testing.T) {
 		{"sselog_publish_requests_total", []string{"code", "400"}, 1, 1},
 		{"sselog_commit_duration_seconds", nil, 2, 2},
 		{"sselog_commit_events", nil, 2, 2},
+		{"sselog_commit_failures_total", nil, 0, 0},
+		{"sselog_publish_requests_total", []string{"code", "503"}, 0, 0},
 		{"sselog_subscribers", nil, 1, 1},
 		{"sselog_events_delivered_total", nil, 3, 3},
 		{"sselog_replay_events_total", nil, 0, 3},

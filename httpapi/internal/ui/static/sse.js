@@ -24,7 +24,9 @@ export function follow(url, on, lastId = "") {
     const line = (text) => {
       if (text === "") {
         lastId = id;
-        if (data.length > 0) on.event({ id, type: type || "message", data: data.join("\n") });
+        // A read already in hand when close() ran must not reach the
+        // next view.
+        if (data.length > 0 && !stop.signal.aborted) on.event({ id, type: type || "message", data: data.join("\n") });
         type = "";
         data = [];
         return;
