@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -14,10 +15,27 @@ import (
 )
 
 type historyEvent struct {
-	ID   store.ID        `json:"id"`
+	ID store.ID `json:"id"`
+	historyEventBody
+}
+
+// historyEventBody is what a history page shows of an event beside its id
+// (and, merged, its stream).
+type historyEventBody struct {
 	Type string          `json:"type"`
 	Data json.RawMessage `json:"data"`
 	Time string          `json:"time"`
+}
+
+// bodyOf copies what a history page shows of e out of the read
+// transaction: "message" for an untyped event, as SSE gives it, and the
+// id's time in RFC 3339 (UTC, milliseconds).
+func bodyOf(e *store.Event) historyEventBody {
+	typ := e.Type
+	if typ == "" {
+		typ = "message"
+	}
+	return historyEventBody{Type: typ, Data: bytes.Clone(e.Data), Time: e.ID.Time().UTC().Format(time.RFC3339Nano)}
 }
 
 // history answers a page of a stream's events after an id, from a time,
@@ -40,23 +58,14 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	events, bounds, err := h.log.ReadPage(name, after, limit)
+	out := make([]historyEvent, 0, min(limit, 64))
+	bounds, err := h.log.Scan(name, after, limit, func(e *store.Event) error {
+		out = append(out, historyEvent{ID: e.ID, historyEventBody: bodyOf(e)})
+		return nil
+	})
 	if err != nil {
 		h.writeError(w, r, err)
 		return
-	}
-	out := make([]historyEvent, len(events))
-	for i, e := range events {
-		typ := e.Type
-		if typ == "" {
-			typ = "message"
-		}
-		out[i] = historyEvent{
-			ID:   e.ID,
-			Type: typ,
-			Data: e.Data,
-			Time: e.ID.Time().UTC().Format(time.RFC3339Nano),
-		}
 	}
 	// gap: events after `after` were removed by retention or deletion, so
 	// this page does not continue exactly from it. A page from a time

@@ -1,15 +1,11 @@
 package httpapi
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
-	"time"
 
-	"github.com/sselog/sselog/httpapi/internal/ssewire"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
@@ -171,53 +167,28 @@ func (h *Handler) mergedSubscribe(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	release, ok := h.takeSlot(r)
-	if !ok {
-		h.logger.Debug("subscriber over the limit", "streams", len(sel.names)+len(sel.patterns), "remote", r.RemoteAddr)
-		ssewire.RetryOnly(w, r, h.retryLine(true))
-		return
-	}
-	opts := stream.MergedOptions{Selection: sel.store(), Match: sel.match, After: st.after}
-	switch st.kind {
-	case startResume:
-		opts.Start = stream.MergedResume
-	case startSince:
-		opts.Start = stream.MergedFrom
-	case startLast:
-		opts.Start = stream.MergedFrom
-		opts.After, err = h.log.StartOfLastMerged(opts.Selection, st.last)
-	default:
-		opts.Start = stream.MergedLive
-	}
-	var m *stream.Merged
-	if err == nil {
-		m, err = h.hub.SubscribeMerged(opts)
-	}
-	if err != nil {
-		release()
-		if errors.Is(err, stream.ErrClosed) || errors.Is(err, store.ErrClosed) {
-			ssewire.RetryOnly(w, r, h.retryLine(true))
-			return
+	h.serveFeed(w, r, st, "(merged)", func() (feed, error) {
+		opts := stream.MergedOptions{Selection: sel.store(), Match: sel.match, After: st.after}
+		switch st.kind {
+		case startResume:
+			opts.Start = stream.MergedResume
+		case startSince:
+			opts.Start = stream.MergedFrom
+		case startLast:
+			opts.Start = stream.MergedFrom
+			var err error
+			if opts.After, err = h.log.StartOfLastMerged(opts.Selection, st.last); err != nil {
+				return nil, err
+			}
+		default:
+			opts.Start = stream.MergedLive
 		}
-		h.writeError(w, r, err)
-		return
-	}
-	first := h.startBlock(st, m.Cursor())
-	lifetime, limited := h.tokenLifetime(r)
-	err = h.wire.Start(w, r, first, func(sink ssewire.Sink) {
-		defer release()
-		defer m.Close()
-		h.follow(m, sink, "(merged)", lifetime, limited)
+		m, err := h.hub.SubscribeMerged(opts)
+		if err != nil {
+			return nil, err
+		}
+		return m, nil
 	})
-	if err != nil {
-		m.Close()
-		release()
-		if errors.Is(err, ssewire.ErrClosed) {
-			ssewire.RetryOnly(w, r, h.retryLine(true))
-			return
-		}
-		h.logger.Debug("starting the stream failed", "streams", "(merged)", "err", err)
-	}
 }
 
 // mergedEvent is an event of a merged history page.
@@ -258,19 +229,4 @@ func (h *Handler) mergedHistory(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"events": out, "gap": continues && len(mb.Gaps) > 0})
-}
-
-// historyEventBody is what a history page shows of an event beside its id.
-type historyEventBody struct {
-	Type string          `json:"type"`
-	Data json.RawMessage `json:"data"`
-	Time string          `json:"time"`
-}
-
-func bodyOf(e *store.Event) historyEventBody {
-	typ := e.Type
-	if typ == "" {
-		typ = "message"
-	}
-	return historyEventBody{Type: typ, Data: append([]byte(nil), e.Data...), Time: e.ID.Time().UTC().Format(time.RFC3339Nano)}
 }

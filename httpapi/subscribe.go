@@ -30,14 +30,27 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
+	h.serveFeed(w, r, st, name, func() (feed, error) {
+		sub, err := h.subscription(name, st)
+		if err != nil {
+			return nil, err
+		}
+		return sub, nil
+	})
+}
+
+// serveFeed runs the SSE stream of the feed open opens (what names it in
+// the log), within the subscriber limits, until the subscriber goes, the
+// feed ends or the server shuts down.
+func (h *Handler) serveFeed(w http.ResponseWriter, r *http.Request, st start, what string, open func() (feed, error)) {
 	release, ok := h.takeSlot(r)
 	if !ok {
 		// Over a limit: told to come back later, spread out.
-		h.logger.Debug("subscriber over the limit", "stream", name, "remote", r.RemoteAddr)
+		h.logger.Debug("subscriber over the limit", "stream", what, "remote", r.RemoteAddr)
 		ssewire.RetryOnly(w, r, h.retryLine(true))
 		return
 	}
-	sub, err := h.subscription(name, st)
+	sub, err := open()
 	if err != nil {
 		release()
 		if errors.Is(err, stream.ErrClosed) || errors.Is(err, store.ErrClosed) {
@@ -48,16 +61,14 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-
 	// A stream lives no longer than the token that opened it: then it ends
 	// with a retry hint, and the client comes back with a fresh token (a
 	// renewed cookie, say) or is refused.
 	lifetime, limited := h.tokenLifetime(r)
-	first := h.startBlock(st, sub.Cursor())
-	err = h.wire.Start(w, r, first, func(sink ssewire.Sink) {
+	err = h.wire.Start(w, r, h.startBlock(st, sub.Cursor()), func(sink ssewire.Sink) {
 		defer release()
 		defer sub.Close()
-		h.follow(sub, sink, name, lifetime, limited)
+		h.follow(sub, sink, what, lifetime, limited)
 	})
 	if err != nil {
 		sub.Close()
@@ -67,7 +78,7 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		// The connection is in an unknown state: give up on it.
-		h.logger.Debug("starting the stream failed", "stream", name, "err", err)
+		h.logger.Debug("starting the stream failed", "stream", what, "err", err)
 	}
 }
 
@@ -330,10 +341,12 @@ func (h *Handler) retryLine(jitter bool) []byte {
 // event. The heartbeat timer fires once per interval and only then looks at
 // when the stream last sent anything; it, the subscriber's departure and
 // the wire's closing all signal ctl.
-// feed is what follow runs: a *stream.Subscription, or a *stream.Merged.
+// feed is what serveFeed runs: a *stream.Subscription, or a
+// *stream.Merged.
 type feed interface {
 	Next() ([][]byte, <-chan struct{}, error)
 	Cursor() store.ID
+	Close()
 }
 
 func (h *Handler) follow(sub feed, sink ssewire.Sink, name string, lifetime time.Duration, limited bool) {
