@@ -55,6 +55,14 @@ func startChild(t *testing.T, args ...string) *child {
 // environment.
 func startHelper(t *testing.T, helper string, env []string, args ...string) *child {
 	t.Helper()
+	c, _ := startHelperPiped(t, helper, env, false, args...)
+	return c
+}
+
+// startHelperPiped is startHelper that, with pipe set, also returns a pipe
+// to the child's standard input.
+func startHelperPiped(t *testing.T, helper string, env []string, pipe bool, args ...string) (*child, io.WriteCloser) {
+	t.Helper()
 	enc, err := json.Marshal(args)
 	if err != nil {
 		t.Fatal(err)
@@ -71,6 +79,12 @@ func startHelper(t *testing.T, helper string, env []string, args ...string) *chi
 	c.cmd.Env = append(append(os.Environ(), childArgsEnv+"="+string(enc), "GORACE="+gorace), env...)
 	c.cmd.Stdout, c.cmd.Stderr = c.stdout, c.stderr
 	c.cmd.WaitDelay = time.Second
+	var stdin io.WriteCloser
+	if pipe {
+		if stdin, err = c.cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +104,7 @@ func startHelper(t *testing.T, helper string, env []string, args ...string) *chi
 			t.Logf("child stderr:\n%s", c.stderr)
 		}
 	})
-	return c
+	return c, stdin
 }
 
 // wait waits for the child to exit and returns cmd.Wait's error.

@@ -169,7 +169,7 @@ func TestPublishSignalWhileWaiting(t *testing.T) {
 	for _, sig := range []os.Signal{syscall.SIGTERM, os.Interrupt} {
 		t.Run(sig.String(), func(t *testing.T) {
 			stream := strings.ReplaceAll(sig.String(), " ", "-")
-			c, stdin := startWithStdin(t, "publish", "--url", srv.URL, "--stream", stream)
+			c, stdin := startHelperPiped(t, "TestHelperServe", nil, true, "publish", "--url", srv.URL, "--stream", stream)
 			defer stdin.Close()
 			if _, err := io.WriteString(stdin, "1\n"); err != nil {
 				t.Fatal(err)
@@ -193,47 +193,4 @@ func TestPublishSignalWhileWaiting(t *testing.T) {
 			}
 		})
 	}
-}
-
-// startWithStdin is startHelper("TestHelperServe") with a pipe for stdin
-// that stays open until the test closes it.
-func startWithStdin(t *testing.T, args ...string) (*child, io.WriteCloser) {
-	t.Helper()
-	enc, err := json.Marshal(args)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &child{
-		cmd:    exec.Command(os.Args[0], "-test.run=^TestHelperServe$", "-test.count=1"),
-		stdout: newSyncBuffer(),
-		stderr: newSyncBuffer(),
-		exited: make(chan struct{}),
-	}
-	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
-	c.cmd.Env = append(os.Environ(), childArgsEnv+"="+string(enc), "GORACE="+gorace)
-	c.cmd.Stdout, c.cmd.Stderr = c.stdout, c.stderr
-	c.cmd.WaitDelay = time.Second
-	stdin, err := c.cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		c.err = c.cmd.Wait()
-		close(c.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-c.exited:
-		default:
-			_ = c.cmd.Process.Kill()
-			<-c.exited
-		}
-		if t.Failed() {
-			t.Logf("child stderr:\n%s", c.stderr)
-		}
-	})
-	return c, stdin
 }
