@@ -58,6 +58,14 @@ func errorStatus(err error) (status int, public string) {
 		return http.StatusNotFound, err.Error()
 	case errors.Is(err, store.ErrTooManyStreams):
 		return http.StatusTooManyRequests, err.Error()
+	case errors.Is(err, store.ErrBatchTooLarge):
+		return http.StatusRequestEntityTooLarge, err.Error()
+	case errors.Is(err, store.ErrUnsupported):
+		return http.StatusNotImplemented, "not available with the jetstream backend: back a cluster up with JetStream's snapshots (nats stream backup SSELOG DIR); see the README"
+	case errors.Is(err, store.ErrUnavailable):
+		// The write may or may not be stored: a retry with the same
+		// Idempotency-Key stores it once.
+		return http.StatusServiceUnavailable, "the cluster did not acknowledge the write in time (it may or may not be stored); retry, with the same Idempotency-Key"
 	case errors.Is(err, store.ErrClosed), errors.Is(err, stream.ErrClosed):
 		return http.StatusServiceUnavailable, "the server is shutting down; retry later"
 	case errors.Is(err, store.ErrWrite):

@@ -83,9 +83,32 @@ type Options struct {
 	ObservePublish func(status int)
 }
 
+// Log is what the API needs of the event log: *store.Log, or the
+// jetstream backend's Log. Reads return bounds from the same read as
+// their events; writes return once durable; the sentinel errors are the
+// store package's.
+type Log interface {
+	Append(ctx context.Context, stream string, events []store.Event) ([]store.ID, error)
+	AppendOnce(ctx context.Context, stream string, key store.Key, events []store.Event) ([]store.ID, bool, error)
+	Scan(stream string, after store.ID, limit int, fn func(*store.Event) error) (store.Bounds, error)
+	ScanMerged(sel store.Selection, after store.ID, limit int, fn func(*store.Event) error) (store.MergedBounds, error)
+	StartOfLast(stream string, n int) (store.ID, error)
+	StartOfLastMerged(sel store.Selection, n int) (store.ID, error)
+	LastID() store.ID
+	Stream(name string) (store.StreamInfo, error)
+	Streams() ([]store.StreamInfo, error)
+	DeleteStream(ctx context.Context, stream string) (store.ID, error)
+	Policy(stream string) (store.Policy, error)
+	SetPolicy(stream string, p store.Policy) error
+	DeletePolicy(stream string) error
+	IdempotencyWindow() time.Duration
+	Backup(w io.Writer, size func(int64)) (int64, error)
+	Ping() error
+}
+
 // Handler serves the sselog API.
 type Handler struct {
-	log    *store.Log
+	log    Log
 	hub    *stream.Hub
 	opts   Options
 	logger *slog.Logger
@@ -102,7 +125,7 @@ type Handler struct {
 }
 
 // NewHandler returns the API over log, with subscribers followed by hub.
-func NewHandler(log *store.Log, hub *stream.Hub, opts Options) *Handler {
+func NewHandler(log Log, hub *stream.Hub, opts Options) *Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

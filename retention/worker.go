@@ -51,10 +51,19 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// Log is what the worker needs of the event log: *store.Log, or the
+// jetstream backend's Log, whose Trim writes the cut through its cluster.
+type Log interface {
+	Streams() ([]store.StreamInfo, error)
+	Policy(stream string) (store.Policy, error)
+	Trim(stream string, cut store.Cut, maxKeys int) (store.Trimmed, error)
+	ExpireKeys(now time.Time, maxKeys int) (removed int, more bool, err error)
+}
+
 // Worker applies retention to a log. RunOnce and Run are safe to call from
 // several goroutines: passes never overlap.
 type Worker struct {
-	log      *store.Log
+	log      Log
 	defaults store.Limits
 	interval time.Duration
 	chunk    int
@@ -71,7 +80,7 @@ func (w *Worker) Removed() uint64 { return w.removed.Load() }
 
 // New returns a worker that trims log under opts. It starts nothing: call
 // Run, or RunOnce.
-func New(log *store.Log, opts Options) *Worker {
+func New(log Log, opts Options) *Worker {
 	if opts.Interval <= 0 {
 		opts.Interval = DefaultInterval
 	}

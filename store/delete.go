@@ -15,6 +15,9 @@ import (
 // before the deletion is told, and the id space never reuses its ids. It
 // returns that mark, or ErrStreamNotFound.
 func (l *Log) DeleteStream(ctx context.Context, stream string) (ID, error) {
+	if l.replica != "" {
+		return ID{}, ErrReplica
+	}
 	if err := ValidateStream(stream); err != nil {
 		return ID{}, err
 	}
@@ -50,8 +53,13 @@ func (l *Log) commitDelete(r *deleteOp) {
 		st := tx.Bucket(bucketStreams)
 		v := st.Get(name)
 		c := decodeCounters(v)
-		if v == nil || c.Deleted {
+		// A replica keeps the cluster's tombstone even for a stream it
+		// never saw: rebuilt after retention, it has none of its events.
+		if (v == nil || c.Deleted) && r.floor.Compare(c.LowWater) <= 0 {
 			return fmt.Errorf("%w: %s", ErrStreamNotFound, r.stream)
+		}
+		if r.floor.Compare(c.LowWater) > 0 {
+			c.LowWater = r.floor
 		}
 		events := tx.Bucket(bucketEvents)
 		if b := events.Bucket(name); b != nil {
@@ -66,9 +74,15 @@ func (l *Log) commitDelete(r *deleteOp) {
 			return err
 		}
 		r.lowWater = c.LowWater
+		if err := putPosition(tx, r.pos); err != nil {
+			return err
+		}
 		return st.Put(name, counters{LowWater: c.LowWater, Deleted: true}.encode())
 	})
 	if err == nil {
+		if r.pos != 0 {
+			l.position.Store(r.pos)
+		}
 		delete(l.live, r.stream)
 		for _, fn := range *l.delHooks.Load() {
 			fn(r.stream, r.lowWater)

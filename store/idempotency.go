@@ -85,6 +85,9 @@ func ValidateKey(name string) error {
 // A key outlives the events it names: after retention or a deletion
 // removed them, a repeat still returns their ids and stores nothing.
 func (l *Log) AppendOnce(ctx context.Context, stream string, key Key, events []Event) (ids []ID, replayed bool, err error) {
+	if l.replica != "" {
+		return nil, false, ErrReplica
+	}
 	if err := ValidateStream(stream); err != nil {
 		return nil, false, err
 	}

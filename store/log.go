@@ -73,6 +73,12 @@ type Options struct {
 	// bbolt transaction, fsync included). It must not block. Metrics use
 	// it; nil costs nothing.
 	ObserveCommit func(CommitStats)
+	// Replica, when set, opens the file as a replica of the replicated
+	// log it names (see Apply): a new file is stamped with it, and a file
+	// stamped otherwise, or holding a standalone log, is refused with
+	// ErrIdentity. Empty opens a standalone log, which refuses a replica's
+	// file.
+	Replica string
 }
 
 // CommitStats describes one commit of the writer.
@@ -112,6 +118,9 @@ type Log struct {
 	now    func() time.Time
 	window time.Duration // how long idempotency keys are remembered
 	keys   *keyIndex
+
+	replica  string        // Options.Replica
+	position atomic.Uint64 // a replica's applied position
 }
 
 // Open opens or creates the database at path. The parent directory must
@@ -189,6 +198,7 @@ func Open(path string, opts Options) (_ *Log, err error) {
 		keys:   newKeyIndex(),
 
 		observe: opts.ObserveCommit,
+		replica: opts.Replica,
 	}
 	var last ID
 	err = db.Update(func(tx *bolt.Tx) error {
@@ -196,6 +206,11 @@ func Open(path string, opts Options) (_ *Log, err error) {
 		if last, err = prepareLayout(tx); err != nil {
 			return err
 		}
+		pos, err := checkIdentity(tx, opts.Replica)
+		if err != nil {
+			return err
+		}
+		l.position.Store(pos)
 		if err := l.loadKeys(tx); err != nil {
 			return err
 		}
@@ -250,6 +265,9 @@ func (l *Log) OnCommit(fn func([]Event)) {
 // acknowledged. If ctx ends first, Append returns ctx's error and the
 // events may or may not be stored.
 func (l *Log) Append(ctx context.Context, stream string, events []Event) ([]ID, error) {
+	if l.replica != "" {
+		return nil, ErrReplica
+	}
 	if err := ValidateStream(stream); err != nil {
 		return nil, err
 	}

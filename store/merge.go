@@ -43,6 +43,8 @@ type MergedBounds struct {
 	// Streams is how many streams the read selected (tombstones
 	// included): each cost it a cursor seek.
 	Streams int
+	// Foreign is Bounds.Foreign for the position read after.
+	Foreign bool
 }
 
 // ScanMerged calls fn for each event with an id greater than after of the

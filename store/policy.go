@@ -180,6 +180,9 @@ func decodePolicy(v []byte) (Policy, error) {
 // SetPolicy stores stream's retention override, replacing any earlier one.
 // A stream need not exist yet: an operator may set a policy first.
 func (l *Log) SetPolicy(stream string, p Policy) error {
+	if l.replica != "" {
+		return ErrReplica
+	}
 	if err := ValidateStream(stream); err != nil {
 		return err
 	}
@@ -193,6 +196,9 @@ func (l *Log) SetPolicy(stream string, p Policy) error {
 
 // DeletePolicy removes stream's override, so the defaults apply again.
 func (l *Log) DeletePolicy(stream string) error {
+	if l.replica != "" {
+		return ErrReplica
+	}
 	if err := ValidateStream(stream); err != nil {
 		return err
 	}

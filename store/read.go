@@ -24,6 +24,11 @@ type Bounds struct {
 	// every later commit has larger ids. An id above it was never issued by
 	// this database.
 	Newest ID
+	// Foreign reports a position this log never issued although it sorts
+	// below Newest: an id from another log that the log can tell apart
+	// (the jetstream backend's ids name their log). A standalone log
+	// cannot, and leaves it false: its foreign ids are those above Newest.
+	Foreign bool
 }
 
 // Gap reports whether a reader resuming after the id after missed events

@@ -51,6 +51,17 @@ type Trimmed struct {
 // newest removed id. Callers loop while More is set: the bound keeps each
 // transaction short, so an append never waits long behind a trim.
 func (l *Log) Trim(stream string, cut Cut, maxKeys int) (Trimmed, error) {
+	if l.replica != "" {
+		return Trimmed{}, ErrReplica
+	}
+	return l.trim(stream, cut, maxKeys, 0, ID{})
+}
+
+// trim is Trim for a replica too: the transaction that finishes the cut
+// records the position pos (if not zero) and raises the low-water mark to
+// at least floor, even with nothing to remove, since a replica rebuilt
+// from the replicated log never saw the events the trim removed.
+func (l *Log) trim(stream string, cut Cut, maxKeys int, pos uint64, floor ID) (Trimmed, error) {
 	if maxKeys <= 0 {
 		return Trimmed{}, fmt.Errorf("trim %s: maxKeys must be positive", stream)
 	}
@@ -63,8 +74,21 @@ func (l *Log) Trim(stream string, cut Cut, maxKeys int) (Trimmed, error) {
 		st := tx.Bucket(bucketStreams)
 		c := decodeCounters(st.Get(name))
 		b := tx.Bucket(bucketEvents).Bucket(name)
-		if b == nil {
+		// finish records what a replica's last chunk must, with or without
+		// events removed.
+		finish := func() error {
+			if err := putPosition(tx, pos); err != nil {
+				return err
+			}
+			if floor.Compare(c.LowWater) > 0 {
+				c.LowWater = floor
+				res.LowWater = floor
+				return st.Put(name, c.encode())
+			}
 			return nil
+		}
+		if b == nil {
+			return finish()
 		}
 		count, size := c.Count, c.Bytes
 		cur := b.Cursor()
@@ -84,7 +108,7 @@ func (l *Log) Trim(stream string, cut Cut, maxKeys int) (Trimmed, error) {
 			size -= min(size, uint64(len(v)))
 		}
 		if res.Events == 0 {
-			return nil
+			return finish()
 		}
 		for i := 0; i < len(keys); i += len(ID{}) {
 			if err := b.Delete(keys[i : i+len(ID{})]); err != nil {
@@ -94,10 +118,18 @@ func (l *Log) Trim(stream string, cut Cut, maxKeys int) (Trimmed, error) {
 		c.Count, c.Bytes = count, size
 		c.LowWater = ID(keys[len(keys)-len(ID{}):])
 		res.LowWater = c.LowWater
+		if !res.More {
+			if err := finish(); err != nil {
+				return err
+			}
+		}
 		return st.Put(name, c.encode())
 	})
 	if err != nil {
 		return Trimmed{}, fmt.Errorf("trim %s: %w", stream, err)
+	}
+	if pos != 0 && !res.More {
+		l.position.Store(pos)
 	}
 	return res, nil
 }

@@ -33,6 +33,9 @@ type appendOp struct {
 	// overLimit is set by admit for a keyed append that would create a
 	// stream beyond MaxStreams: refused unless its key is a repeat.
 	overLimit error
+	// given is set for a replica's Apply: the events carry their ids, and
+	// a key is recorded, never looked up to refuse or replay.
+	given bool
 }
 
 // ids returns the ids the writer gave r's events.
@@ -51,6 +54,8 @@ func (r *appendOp) stores() bool { return r.refused == nil && r.replayed == nil 
 // own and answered with the stream's final low-water mark in lowWater.
 type deleteOp struct {
 	stream   string
+	pos      uint64     // a replica's position, recorded with the deletion
+	floor    ID         // a replica's low-water mark from the replicated log
 	err      chan error // buffered; the writer's one answer
 	lowWater ID
 }
@@ -95,6 +100,16 @@ func (l *Log) writer(gen *generator) {
 				return
 			}
 		}
+		if a, ok := op.(*applyOp); ok {
+			// A replica's group is the replicated log's: it commits as
+			// given, alone, past every limit the cluster already applied.
+			var err error
+			if len(a.group) > 0 {
+				err = l.commit(gen, a.group, nil, &arena, &batch, a.pos)
+			}
+			a.err <- err
+			continue
+		}
 		first, ok := op.(*appendOp)
 		if !ok {
 			l.commitDelete(op.(*deleteOp))
@@ -105,7 +120,7 @@ func (l *Log) writer(gen *generator) {
 		var err error
 		// A group refused whole has nothing to commit.
 		if admitted > 0 {
-			err = l.commit(gen, group, created, &arena, &batch)
+			err = l.commit(gen, group, created, &arena, &batch, 0)
 		}
 		answer(group, err)
 	}
@@ -174,7 +189,7 @@ func (l *Log) admit(group []*appendOp) (created []string, admitted int) {
 // publishes the new last id and calls the OnCommit hooks, before any
 // caller is answered; on failure it forgets the streams the group would
 // have created and returns ErrWrite.
-func (l *Log) commit(gen *generator, group []*appendOp, created []string, arena *[]byte, batch *[]Event) error {
+func (l *Log) commit(gen *generator, group []*appendOp, created []string, arena *[]byte, batch *[]Event, pos uint64) error {
 	size := 0
 	for _, r := range group {
 		size += r.size
@@ -200,7 +215,14 @@ func (l *Log) commit(gen *generator, group []*appendOp, created []string, arena 
 			if r.refused != nil {
 				continue
 			}
-			if r.key != nil {
+			if r.key != nil && r.given {
+				keyed = append(keyed, r)
+				// Only to replace an expired record in the index.
+				res, err := l.lookupGroupKey(tx, r, pending)
+				if err == nil && !res.found {
+					r.oldKey = res.old
+				}
+			} else if r.key != nil {
 				keyed = append(keyed, r)
 				res, err := l.lookupGroupKey(tx, r, pending)
 				if errors.Is(err, ErrKeyReused) {
@@ -220,8 +242,10 @@ func (l *Log) commit(gen *generator, group []*appendOp, created []string, arena 
 				}
 				r.oldKey = res.old
 			}
-			for i := range r.events {
-				r.events[i].ID = gen.next()
+			if !r.given {
+				for i := range r.events {
+					r.events[i].ID = gen.next()
+				}
 			}
 			last = r.events[len(r.events)-1].ID
 			if err := putEvents(tx, r, arena); err != nil {
@@ -236,6 +260,9 @@ func (l *Log) commit(gen *generator, group []*appendOp, created []string, arena 
 				}
 				pending[r.keyHash] = append(pending[r.keyHash], r)
 			}
+		}
+		if err := putPosition(tx, pos); err != nil {
+			return err
 		}
 		if last.IsZero() {
 			return nil // every append was a repeat: no new id
@@ -272,6 +299,9 @@ func (l *Log) commit(gen *generator, group []*appendOp, created []string, arena 
 	}
 	if l.observe != nil {
 		l.observe(CommitStats{Events: len(*batch), Took: took})
+	}
+	if pos != 0 {
+		l.position.Store(pos)
 	}
 	if len(*batch) == 0 {
 		return nil

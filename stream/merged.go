@@ -316,7 +316,7 @@ func (m *Merged) replay(allowance int) (caughtUp bool, err error) {
 		return false, fmt.Errorf("merged replay: %w", err)
 	}
 	m.streams = mb.Streams
-	if m.resuming && mb.Newest.Compare(m.cursor) < 0 {
+	if m.resuming && (mb.Foreign || mb.Newest.Compare(m.cursor) < 0) {
 		// This database never issued the id: go live from the newest id
 		// there is, which the same transaction proved is the newest.
 		m.resuming = false

@@ -188,7 +188,7 @@ func (s *Subscription) replay(floor store.ID, allowance int) (int, error) {
 		if cursor.Compare(bounds.LowWater) < 0 {
 			cursor = bounds.LowWater
 		}
-	case s.resuming && bounds.Newest.Compare(s.cursor) < 0:
+	case s.resuming && (bounds.Foreign || bounds.Newest.Compare(s.cursor) < 0):
 		// This database never issued the id: it is from another server, or
 		// the database was replaced by an older copy. Nothing can be
 		// replayed exactly; go live from the newest id there is, which the

@@ -80,6 +80,8 @@ type serveConfig struct {
 	corsOrigins    stringList
 	tlsCert        string
 	tlsKey         string
+
+	clusterConfig
 }
 
 func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
@@ -126,6 +128,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.Var(&c.corsOrigins, "cors-origin", "origin allowed to call the API from a browser, with credentials, e.g. https://app.example.com (repeatable, or comma-separated)")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate (chain) file: serve HTTPS and HTTP/2 (with --tls-key)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key file for --tls-cert")
+	clusterFlags(fs, &c.clusterConfig)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: sselog serve [flags]\n\nEvery flag can also be set by environment, as SSELOG_<FLAG> (SSELOG_ADDR, SSELOG_MAX_BODY, ...); flags win.\n\n")
 		fs.PrintDefaults()
@@ -165,7 +168,14 @@ func loadConfig(args []string, lookup func(string) (string, bool), stderr io.Wri
 	if c.logger, err = newLogger(stderr, c.logFormat, c.logLevel); err != nil {
 		return nil, err
 	}
-	fs.Visit(func(f *flag.Flag) { c.memoryLimitSet = c.memoryLimitSet || f.Name == "memory-limit" })
+	dbSet := false
+	fs.Visit(func(f *flag.Flag) {
+		c.memoryLimitSet = c.memoryLimitSet || f.Name == "memory-limit"
+		dbSet = dbSet || f.Name == "db"
+	})
+	if c.backend == "jetstream" && !dbSet {
+		c.db = defaultReplicaDB
+	}
 	if err := c.check(); err != nil {
 		return nil, err
 	}
@@ -242,7 +252,7 @@ func (c *serveConfig) check() error {
 	if c.retainAge < 0 {
 		return errors.New("--retain-age must not be negative (0 means no age limit)")
 	}
-	return nil
+	return c.checkCluster()
 }
 
 func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, error) {

@@ -88,7 +88,7 @@ func (m *metrics) observePublish(status int) {
 }
 
 // watch adds the metrics read from the server's parts at each scrape.
-func (m *metrics) watch(log *store.Log, hub *stream.Hub, h *httpapi.Handler, w *retention.Worker) {
+func (m *metrics) watch(log eventLog, hub *stream.Hub, h *httpapi.Handler, w *retention.Worker) {
 	m.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sselog_subscribers",

@@ -64,7 +64,7 @@ func setRuntimeMemory(c *config) {
 // until its context ends, then releases everything.
 type service struct {
 	c             *config
-	log           *store.Log
+	log           eventLog
 	hub           *stream.Hub
 	handler       *httpapi.Handler
 	worker        *retention.Worker
@@ -88,7 +88,7 @@ func newService(c *config) (*service, error) {
 		m = newMetrics()
 		storeOpts.ObserveCommit = m.observeCommit
 	}
-	log, err := store.Open(c.db, storeOpts)
+	log, err := openLog(c, storeOpts)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,264 @@
+package jetstream
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sselog/sselog/store"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultStream   = "SSELOG"
+	DefaultReplicas = 3
+	DefaultTimeout  = 5 * time.Second
+	// DefaultMaxBatch is JetStream's own limit on the messages of one
+	// atomic batch: one request's events, or a group of requests, never
+	// exceed it.
+	DefaultMaxBatch = 1000
+)
+
+// Errors of this backend are the store's, so that the HTTP layer maps
+// them without knowing the backend.
+var (
+	// ErrUnavailable is store.ErrUnavailable.
+	ErrUnavailable = store.ErrUnavailable
+	// ErrUnsupported is store.ErrUnsupported, returned by Backup:
+	// JetStream's own snapshots back a cluster up.
+	ErrUnsupported = store.ErrUnsupported
+)
+
+// Options configures Open.
+type Options struct {
+	// Conn is the connection to the NATS cluster (required).
+	Conn *nats.Conn
+	// Stream is the JetStream stream holding the log. Empty means
+	// DefaultStream.
+	Stream string
+	// Replicas is the stream's replica count when Open creates it. Zero
+	// means DefaultReplicas.
+	Replicas int
+	// Replica is the path of this node's local copy of the log (a bbolt
+	// file, created if missing). Required.
+	Replica string
+	// Store configures the local copy; its Replica field is set by Open.
+	Store store.Options
+	// Timeout bounds one write's wait for the cluster. Zero means
+	// DefaultTimeout.
+	Timeout time.Duration
+	// MaxBatch caps the messages of one atomic batch. Zero means
+	// DefaultMaxBatch.
+	MaxBatch int
+	// Now is the clock ids take their time from. Nil means time.Now.
+	Now func() time.Time
+	// Logger receives the backend's errors. Nil discards them.
+	Logger *slog.Logger
+	// ObserveCommit, when set, is called after each write the writer sent
+	// to the cluster, with how long the acknowledgement took.
+	ObserveCommit func(store.CommitStats)
+}
+
+// Log is the event log on a JetStream stream, read from this node's local
+// copy. It has the methods of *store.Log that the server's packages use.
+type Log struct {
+	opts   Options
+	local  *store.Log
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	epoch  uint16
+	logger *slog.Logger
+
+	queue chan *op
+
+	mu       sync.Mutex
+	advance  chan struct{} // closed and replaced each time the position moves
+	applyErr error         // set when the applier stopped for good
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed sync.Once
+}
+
+// Open connects the log to its JetStream stream, creating the stream if it
+// does not exist, opens (or rebuilds) the local copy, and starts following
+// the stream.
+func Open(ctx context.Context, opts Options) (*Log, error) {
+	if opts.Conn == nil {
+		return nil, errors.New("jetstream: Options.Conn is required")
+	}
+	if opts.Replica == "" {
+		return nil, errors.New("jetstream: Options.Replica is required")
+	}
+	if opts.Stream == "" {
+		opts.Stream = DefaultStream
+	}
+	if opts.Replicas <= 0 {
+		opts.Replicas = DefaultReplicas
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = DefaultMaxBatch
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	js, err := jetstream.New(opts.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	st, epoch, err := ensureStream(ctx, js, opts)
+	if err != nil {
+		return nil, err
+	}
+	sopts := opts.Store
+	sopts.Replica = fmt.Sprintf("jetstream:%s:%d", opts.Stream, epoch)
+	local, err := store.Open(opts.Replica, sopts)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: local copy: %w", err)
+	}
+	l := &Log{
+		opts:    opts,
+		local:   local,
+		nc:      opts.Conn,
+		js:      js,
+		stream:  st,
+		epoch:   epoch,
+		logger:  opts.Logger,
+		queue:   make(chan *op, 1024),
+		advance: make(chan struct{}),
+	}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	if err := l.startApplier(ctx); err != nil {
+		local.Close()
+		return nil, err
+	}
+	l.wg.Add(1)
+	go l.writer()
+	return l, nil
+}
+
+// ensureStream finds or creates the JetStream stream and returns its
+// epoch, which a new stream draws at random.
+func ensureStream(ctx context.Context, js jetstream.JetStream, opts Options) (jetstream.Stream, uint16, error) {
+	ctx, cancel := context.WithTimeout(ctx, 4*opts.Timeout)
+	defer cancel()
+	for {
+		// A request sent before the cluster has a meta leader is never
+		// answered: each attempt gets its own short deadline.
+		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err := js.Stream(actx, opts.Stream)
+		acancel()
+		if err == nil {
+			cfg := st.CachedInfo().Config
+			e, perr := strconv.ParseUint(cfg.Metadata[metaEpoch], 10, 16)
+			if perr != nil || len(cfg.Subjects) != 1 || cfg.Subjects[0] != subjAll {
+				return nil, 0, fmt.Errorf("jetstream: stream %s exists but was not made by sselog (subjects %v, epoch %q)", opts.Stream, cfg.Subjects, cfg.Metadata[metaEpoch])
+			}
+			return st, uint16(e), nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			if ctx.Err() != nil {
+				return nil, 0, fmt.Errorf("jetstream: stream %s: %w: %w", opts.Stream, ErrUnavailable, err)
+			}
+			// A cluster still electing its meta leader answers with an
+			// error for a while: retry until the deadline.
+			select {
+			case <-time.After(100 * time.Millisecond):
+				continue
+			case <-ctx.Done():
+				return nil, 0, fmt.Errorf("jetstream: stream %s: %w: %w", opts.Stream, ErrUnavailable, err)
+			}
+		}
+		var b [2]byte
+		_, _ = rand.Read(b[:])
+		epoch := binary.BigEndian.Uint16(b[:])
+		actx, acancel = context.WithTimeout(ctx, 2*time.Second)
+		_, err = js.CreateStream(actx, jetstream.StreamConfig{
+			Name:               opts.Stream,
+			Description:        "sselog event log",
+			Subjects:           []string{subjAll},
+			Storage:            jetstream.FileStorage,
+			Replicas:           opts.Replicas,
+			AllowAtomicPublish: true,
+			Metadata:           map[string]string{metaEpoch: strconv.FormatUint(uint64(epoch), 10)},
+		})
+		acancel()
+		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			// A cluster that is still forming has too few peers to place
+			// the replicas: retry until the deadline.
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-ctx.Done():
+				return nil, 0, fmt.Errorf("jetstream: create stream %s: %w", opts.Stream, err)
+			}
+		}
+		// Created here or by another node at the same time: read it back,
+		// so that every node takes the epoch that was stored.
+	}
+}
+
+const metaEpoch = "sselog_epoch"
+
+// Close stops the writer and the applier and closes the local copy. The
+// connection stays the caller's.
+func (l *Log) Close() error {
+	err := store.ErrClosed
+	l.closed.Do(func() {
+		l.cancel()
+		l.wg.Wait()
+		err = l.local.Close()
+	})
+	return err
+}
+
+// notify wakes whoever waits for the position to move.
+func (l *Log) notify() {
+	l.mu.Lock()
+	close(l.advance)
+	l.advance = make(chan struct{})
+	l.mu.Unlock()
+}
+
+// waitApplied waits until the local copy has applied position seq, the
+// context ends, or the applier stops.
+func (l *Log) waitApplied(ctx context.Context, seq uint64) error {
+	for {
+		l.mu.Lock()
+		ch, aerr := l.advance, l.applyErr
+		l.mu.Unlock()
+		if l.local.Position() >= seq {
+			return nil
+		}
+		if aerr != nil {
+			return aerr
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-l.ctx.Done():
+			return store.ErrClosed
+		}
+	}
+}
+
+// waitPast waits until the position is past pos.
+func (l *Log) waitPast(ctx context.Context, pos uint64) error { return l.waitApplied(ctx, pos+1) }

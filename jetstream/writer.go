@@ -1,0 +1,476 @@
+package jetstream
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/sselog/sselog/store"
+)
+
+// Every write goes through one writer per node, which writes on top of the
+// position its local copy has applied: the first message of each write
+// carries Nats-Expected-Last-Sequence, so JetStream refuses it if anything
+// was written since. The writer then waits for its copy to apply what it
+// missed and decides again. Deciding at a known position is what makes the
+// cluster behave like one standalone log: ids are taken after the previous
+// id (never below it, whatever the clocks say), an idempotency key is
+// looked up where it would be stored, and a trim or deletion removes
+// exactly what the copies hold there.
+
+// Message headers. A write is one JetStream message per event (so that
+// retention can remove events one by one), sent as one atomic batch.
+const (
+	hdrMs       = "Sselog-Ms"        // the ids' milliseconds, on every event
+	hdrType     = "Sselog-Type"      // the event type, when not empty
+	hdrCount    = "Sselog-Count"     // on a request's first event: its length
+	hdrKey      = "Sselog-Key"       // on a keyed request's first event
+	hdrDigest   = "Sselog-Digest"    // beside hdrKey, hex
+	hdrLeft     = "Sselog-Left"      // messages of the write after this one
+	hdrOp       = "Sselog-Op"        // on control messages: trim, delete, policy
+	hdrUpTo     = "Sselog-Up-To"     // a trim removes the stream's events at or below it
+	hdrLowWater = "Sselog-Low-Water" // a deletion's low-water mark
+)
+
+type opKind int
+
+const (
+	opAppend opKind = iota
+	opDelete
+	opTrim
+	opPolicy
+)
+
+// op is one call waiting for the writer.
+type op struct {
+	kind    opKind
+	stream  string
+	events  []store.Event // copies, validated
+	key     *store.Key
+	policy  *store.Policy // opPolicy: nil removes the override
+	cut     store.Cut     // opTrim
+	maxKeys int           // opTrim
+
+	// Results, set by the writer before done is closed.
+	ids      []store.ID
+	replayed bool
+	lowWater store.ID
+	trimmed  store.Trimmed
+	err      error
+	sends    bool // the current attempt sends a message for it
+	done     chan struct{}
+}
+
+// run queues o and waits for the writer. A caller that gives up leaves the
+// write to finish or fail on its own.
+func (l *Log) run(ctx context.Context, o *op) error {
+	o.done = make(chan struct{})
+	select {
+	case l.queue <- o:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-l.ctx.Done():
+		return store.ErrClosed
+	}
+	select {
+	case <-o.done:
+		return o.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// writer takes ops off the queue: appends are grouped into one batch up to
+// MaxBatch messages; every other op is written alone.
+func (l *Log) writer() {
+	defer l.wg.Done()
+	var next *op
+	for {
+		o := next
+		next = nil
+		if o == nil {
+			select {
+			case o = <-l.queue:
+			case <-l.ctx.Done():
+				l.drain()
+				return
+			}
+		}
+		group := []*op{o}
+		if o.kind == opAppend {
+			n := len(o.events)
+		collect:
+			for {
+				select {
+				case p := <-l.queue:
+					if p.kind != opAppend || n+len(p.events) > l.opts.MaxBatch {
+						next = p
+						break collect
+					}
+					group = append(group, p)
+					n += len(p.events)
+				default:
+					break collect
+				}
+			}
+		}
+		l.write(group)
+		for _, o := range group {
+			close(o.done)
+		}
+	}
+}
+
+// drain answers what is still queued once the log is closing.
+func (l *Log) drain() {
+	for {
+		select {
+		case o := <-l.queue:
+			o.err = store.ErrClosed
+			close(o.done)
+		default:
+			return
+		}
+	}
+}
+
+// errConflict is a write refused because the stream moved past the
+// position it was decided at.
+var errConflict = errors.New("the log moved on")
+
+// write decides group at the local copy's position, sends it, and retries
+// after a conflict, within the write timeout.
+func (l *Log) write(group []*op) {
+	ctx, cancel := context.WithTimeout(l.ctx, l.opts.Timeout)
+	defer cancel()
+	for {
+		pos := l.local.Position()
+		msgs, err := l.prepare(group, pos)
+		if err != nil {
+			fail(group, err)
+			return
+		}
+		if len(msgs) == 0 {
+			return // every op was answered from the copy
+		}
+		start := time.Now()
+		last, err := l.publish(ctx, msgs, pos)
+		if l.opts.ObserveCommit != nil {
+			stats := store.CommitStats{Took: time.Since(start), Failed: err != nil && !errors.Is(err, errConflict)}
+			if err == nil {
+				stats.Events = countSent(group)
+			}
+			l.opts.ObserveCommit(stats)
+		}
+		if errors.Is(err, errConflict) {
+			if werr := l.waitPast(ctx, pos); werr != nil {
+				fail(group, fmt.Errorf("%w: waiting for the writes of other nodes: %w", ErrUnavailable, werr))
+				return
+			}
+			continue
+		}
+		if err != nil {
+			fail(group, err)
+			return
+		}
+		l.settle(group, msgs, last)
+		// The write is stored on a quorum whatever happens next; waiting
+		// for the local copy only lets this node's readers see it before
+		// the caller is answered.
+		if err := l.waitApplied(ctx, last); err != nil {
+			l.logger.Warn("acknowledged write not yet applied locally", "seq", last, "err", err)
+		}
+		l.afterWrite(group)
+		return
+	}
+}
+
+func fail(group []*op, err error) {
+	for _, o := range group {
+		if o.sends || o.err == nil && o.ids == nil {
+			o.err = err
+		}
+	}
+}
+
+func countSent(group []*op) int {
+	n := 0
+	for _, o := range group {
+		if o.sends {
+			n += len(o.events)
+		}
+	}
+	return n
+}
+
+// prepare decides each op of group against the local copy at pos and
+// returns the messages to send. Ops it can answer from the copy (a
+// repeated key, a missing stream, nothing to trim) get their result and no
+// message.
+func (l *Log) prepare(group []*op, pos uint64) ([]*nats.Msg, error) {
+	ms := uint64(max(l.opts.Now().UnixMilli(), 0))
+	if last := l.local.LastID(); !last.IsZero() {
+		ms = max(ms, idMs(last))
+	}
+	msText := strconv.FormatUint(ms, 10)
+	var msgs []*nats.Msg
+	keys := make(map[string]*op) // keyed requests of this group
+	for _, o := range group {
+		o.ids, o.replayed, o.err, o.sends = nil, false, nil, false
+		switch o.kind {
+		case opAppend:
+			if o.key != nil {
+				ks := o.stream + "\x00" + o.key.Name
+				if first := keys[ks]; first != nil {
+					// Decided when the first one's ids are known.
+					continue
+				}
+				ids, found, err := l.local.LookupKey(o.stream, *o.key)
+				if err != nil {
+					o.err = err
+					continue
+				}
+				if found {
+					o.ids, o.replayed = ids, true
+					continue
+				}
+				keys[ks] = o
+			}
+			if err := l.admit(o, group); err != nil {
+				o.err = err
+				continue
+			}
+			o.sends = true
+			for i := range o.events {
+				e := &o.events[i]
+				m := nats.NewMsg(subjEvents + token(o.stream))
+				m.Data = e.Data
+				m.Header.Set(hdrMs, msText)
+				if e.Type != "" {
+					m.Header.Set(hdrType, e.Type)
+				}
+				if i == 0 {
+					m.Header.Set(hdrCount, strconv.Itoa(len(o.events)))
+					if o.key != nil {
+						m.Header.Set(hdrKey, o.key.Name)
+						m.Header.Set(hdrDigest, hex.EncodeToString(o.key.Digest[:]))
+					}
+				}
+				msgs = append(msgs, m)
+			}
+		case opDelete:
+			info, err := l.local.Stream(o.stream)
+			if err != nil {
+				o.err = err
+				continue
+			}
+			o.lowWater = info.LowWater
+			if info.LastID.Compare(o.lowWater) > 0 {
+				o.lowWater = info.LastID
+			}
+			o.sends = true
+			m := nats.NewMsg(subjCut + token(o.stream))
+			m.Header.Set(hdrOp, "delete")
+			m.Header.Set(hdrLowWater, o.lowWater.String())
+			msgs = append(msgs, m)
+		case opTrim:
+			plan, err := l.local.PlanTrim(o.stream, o.cut, o.maxKeys)
+			if err != nil {
+				o.err = err
+				continue
+			}
+			o.trimmed = plan
+			if plan.Events == 0 {
+				continue
+			}
+			o.sends = true
+			m := nats.NewMsg(subjCut + token(o.stream))
+			m.Header.Set(hdrOp, "trim")
+			m.Header.Set(hdrUpTo, plan.LowWater.String())
+			msgs = append(msgs, m)
+		case opPolicy:
+			o.sends = true
+			m := nats.NewMsg(subjPolicy + token(o.stream))
+			m.Header.Set(hdrOp, "policy")
+			if o.policy != nil {
+				b, err := json.Marshal(o.policy)
+				if err != nil {
+					return nil, err
+				}
+				m.Data = b
+			}
+			msgs = append(msgs, m)
+		}
+	}
+	for i, m := range msgs {
+		m.Header.Set(hdrLeft, strconv.Itoa(len(msgs)-1-i))
+	}
+	return msgs, nil
+}
+
+// admit refuses an append that would create a stream beyond
+// Store.MaxStreams, counting the streams the group creates before it.
+func (l *Log) admit(o *op, group []*op) error {
+	limit := l.opts.Store.MaxStreams
+	if limit <= 0 {
+		return nil
+	}
+	if ok, err := l.local.Exists(o.stream); err != nil || ok {
+		return err
+	}
+	infos, err := l.local.Streams()
+	if err != nil {
+		return err
+	}
+	n := len(infos)
+	seen := map[string]bool{}
+	for _, p := range group {
+		if p == o {
+			break
+		}
+		if p.sends && !seen[p.stream] {
+			if ok, _ := l.local.Exists(p.stream); !ok {
+				n++
+			}
+			seen[p.stream] = true
+		}
+	}
+	if seen[o.stream] {
+		return nil
+	}
+	if n >= limit {
+		return fmt.Errorf("%w: the limit is %d; delete one to make room", store.ErrTooManyStreams, limit)
+	}
+	return nil
+}
+
+// settle gives the ops that sent messages their ids, from the sequence of
+// the write's last message, and answers the keyed repeats within the group.
+func (l *Log) settle(group []*op, msgs []*nats.Msg, last uint64) {
+	seq := last - uint64(len(msgs)) + 1
+	ms, _ := strconv.ParseUint(msgs[0].Header.Get(hdrMs), 10, 64)
+	keys := make(map[string]*op)
+	for _, o := range group {
+		if !o.sends {
+			continue
+		}
+		switch o.kind {
+		case opAppend:
+			o.ids = make([]store.ID, len(o.events))
+			for i := range o.events {
+				o.ids[i] = makeID(ms, l.epoch, seq)
+				seq++
+			}
+			if o.key != nil {
+				keys[o.stream+"\x00"+o.key.Name] = o
+			}
+		default:
+			seq++
+		}
+	}
+	for _, o := range group {
+		if o.kind != opAppend || o.key == nil || o.sends || o.err != nil || o.ids != nil {
+			continue
+		}
+		first := keys[o.stream+"\x00"+o.key.Name]
+		switch {
+		case first == nil:
+			o.err = fmt.Errorf("%w: its first use was not stored", ErrUnavailable)
+		case first.key.Digest != o.key.Digest:
+			o.err = fmt.Errorf("%w: key %q in stream %s", store.ErrKeyReused, o.key.Name, o.stream)
+		default:
+			o.ids, o.replayed = first.ids, true
+		}
+	}
+}
+
+// afterWrite reclaims JetStream's storage once a trim, deletion or policy
+// is in the log: the events it removed, and the control messages it
+// supersedes. A failure costs only space until the next such write.
+func (l *Log) afterWrite(group []*op) {
+	o := group[0]
+	if !o.sends {
+		return
+	}
+	ctx, cancel := context.WithTimeout(l.ctx, l.opts.Timeout)
+	defer cancel()
+	var err error
+	switch o.kind {
+	case opTrim:
+		if err = l.purgeEvents(ctx, o.stream, idSeq(o.trimmed.LowWater)+1); err == nil {
+			err = l.stream.Purge(ctx, jetstream.WithPurgeSubject(subjCut+token(o.stream)), jetstream.WithPurgeKeep(1))
+		}
+	case opDelete:
+		if !o.lowWater.IsZero() {
+			err = l.purgeEvents(ctx, o.stream, idSeq(o.lowWater)+1)
+		}
+		if err == nil {
+			err = l.stream.Purge(ctx, jetstream.WithPurgeSubject(subjCut+token(o.stream)), jetstream.WithPurgeKeep(1))
+		}
+	case opPolicy:
+		err = l.stream.Purge(ctx, jetstream.WithPurgeSubject(subjPolicy+token(o.stream)), jetstream.WithPurgeKeep(1))
+	}
+	if err != nil {
+		l.logger.Warn("purge after write failed; the space is reclaimed by the next one", "stream", o.stream, "err", err)
+	}
+}
+
+func (l *Log) purgeEvents(ctx context.Context, stream string, below uint64) error {
+	return l.stream.Purge(ctx, jetstream.WithPurgeSubject(subjEvents+token(stream)), jetstream.WithPurgeSequence(below))
+}
+
+// publish sends msgs as one atomic batch written after position pos and
+// returns the sequence of its last message.
+func (l *Log) publish(ctx context.Context, msgs []*nats.Msg, pos uint64) (uint64, error) {
+	msgs[0].Header.Set("Nats-Expected-Last-Sequence", strconv.FormatUint(pos, 10))
+	last := msgs[len(msgs)-1]
+	if len(msgs) > 1 {
+		batch := nuid.Next()
+		for i, m := range msgs {
+			m.Header.Set("Nats-Batch-Id", batch)
+			m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
+		}
+		last.Header.Set("Nats-Batch-Commit", "1")
+		for _, m := range msgs[:len(msgs)-1] {
+			if err := l.nc.PublishMsg(m); err != nil {
+				return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
+			}
+		}
+	}
+	resp, err := l.nc.RequestMsgWithContext(ctx, last)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	var ack struct {
+		Seq   uint64 `json:"seq"`
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(resp.Data, &ack); err != nil {
+		return 0, fmt.Errorf("%w: unreadable acknowledgement: %w", ErrUnavailable, err)
+	}
+	if ack.Error != nil {
+		switch ack.Error.ErrCode {
+		case 10071, 10164: // wrong last sequence: another node wrote first
+			return 0, errConflict
+		}
+		return 0, fmt.Errorf("%w: %s (%d)", ErrUnavailable, ack.Error.Description, ack.Error.ErrCode)
+	}
+	if ack.Seq != pos+uint64(len(msgs)) {
+		// The expected-sequence check makes this impossible; were it to
+		// happen, the ids computed from it would be wrong.
+		return 0, fmt.Errorf("%w: acknowledged at sequence %d, not %d", ErrUnavailable, ack.Seq, pos+uint64(len(msgs)))
+	}
+	return ack.Seq, nil
+}
