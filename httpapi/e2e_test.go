@@ -87,6 +87,15 @@ type e2eSubscriber struct {
 // again. Each must see exactly the stream's events after its first start,
 // in order, once each.
 func TestEndToEnd(t *testing.T) {
+	for _, b := range testBackends {
+		t.Run(b.name, func(t *testing.T) {
+			l, _ := b.open(t, t.TempDir())
+			testEndToEnd(t, l)
+		})
+	}
+}
+
+func testEndToEnd(t *testing.T, l testLog) {
 	const (
 		name        = "e2e"
 		total       = 3000 // events published before the final one
@@ -97,7 +106,7 @@ func TestEndToEnd(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	// A small tail makes reconnects and slow readers use the log as well.
-	s := newServer(t, httpapi.Options{Heartbeat: 100 * time.Millisecond}, stream.Options{TailLen: 64, PageSize: 50})
+	s := newServerOn(t, l, httpapi.Options{Heartbeat: 100 * time.Millisecond}, stream.Options{TailLen: 64, PageSize: 50})
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 
@@ -263,7 +272,7 @@ func (sub *e2eSubscriber) run(ctx context.Context, run *e2eRun, rng *rand.Rand) 
 			return fmt.Errorf("first block %+v, %v; want the retry hint", b, err)
 		}
 		if sub.connects == 0 {
-			sub.bound = run.s.log.LastID()
+			sub.bound = run.s.api.LastID()
 			run.firstConnect <- struct{}{}
 		}
 		sub.connects++

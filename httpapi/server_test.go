@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,22 +13,33 @@ import (
 
 	"github.com/sselog/sselog/httpapi"
 	"github.com/sselog/sselog/internal/testkit"
+	"github.com/sselog/sselog/retention"
 	"github.com/sselog/sselog/store"
 	"github.com/sselog/sselog/stream"
 )
 
 type testServer struct {
 	*httptest.Server
+	// log is the bbolt backend's log; nil on another backend. api is the
+	// backend whatever it is: tests that run on every backend use it.
 	log    *store.Log
+	api    testLog
 	hub    *stream.Hub
 	client *http.Client
+}
+
+// testLog is what a test server needs of a backend.
+type testLog interface {
+	httpapi.Log
+	stream.Log
+	retention.Log
 }
 
 // startServer serves the API over l on a real listener, with the
 // handler's Close registered to run on Shutdown as cmd/sselog does. When
 // the test ends the hub is closed (ending every SSE handler), then the
 // server.
-func startServer(tb testing.TB, l *store.Log, opts httpapi.Options, hubOpts stream.Options, serve testkit.ServeOptions) (*testServer, *httpapi.Handler) {
+func startServer(tb testing.TB, l testLog, opts httpapi.Options, hubOpts stream.Options, serve testkit.ServeOptions) (*testServer, *httpapi.Handler) {
 	tb.Helper()
 	hub := stream.NewHub(l, hubOpts)
 	h := httpapi.NewHandler(l, hub, opts)
@@ -44,7 +56,8 @@ func startServer(tb testing.TB, l *store.Log, opts httpapi.Options, hubOpts stre
 	if serve.HTTP2 {
 		client = srv.Client()
 	}
-	return &testServer{Server: srv, log: l, hub: hub, client: client}, h
+	bl, _ := l.(*store.Log)
+	return &testServer{Server: srv, log: bl, api: l, hub: hub, client: client}, h
 }
 
 // newServer serves the API over a fresh log, and tears it down as
@@ -52,7 +65,13 @@ func startServer(tb testing.TB, l *store.Log, opts httpapi.Options, hubOpts stre
 // streams, then Drain, then the hub and the log.
 func newServer(tb testing.TB, opts httpapi.Options, hubOpts stream.Options) *testServer {
 	tb.Helper()
-	s, h := startServer(tb, testkit.Open(tb), opts, hubOpts, testkit.ServeOptions{})
+	return newServerOn(tb, testkit.Open(tb), opts, hubOpts)
+}
+
+// newServerOn is newServer over the log l of any backend.
+func newServerOn(tb testing.TB, l testLog, opts httpapi.Options, hubOpts stream.Options) *testServer {
+	tb.Helper()
+	s, h := startServer(tb, l, opts, hubOpts, testkit.ServeOptions{})
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), testkit.Wait)
 		defer cancel()
@@ -158,11 +177,22 @@ func decodeStrict(b []byte, v any) error {
 
 func (s *testServer) readAll(t *testing.T, stream string) []store.Event {
 	t.Helper()
-	events, err := s.log.ReadAfter(stream, store.ID{}, 0)
-	if err != nil {
-		t.Fatal(err)
+	var events []store.Event
+	after := store.ID{}
+	for {
+		n := 0
+		_, err := s.api.Scan(stream, after, 1000, func(e *store.Event) error {
+			events = append(events, store.Event{ID: e.ID, Stream: e.Stream, Type: e.Type, Data: bytes.Clone(e.Data)})
+			after, n = e.ID, n+1
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return events
+		}
 	}
-	return events
 }
 
 // readEvents reads n events from c.
