@@ -3,6 +3,7 @@ package jetstream
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
@@ -128,12 +129,20 @@ func openTestLog(t testing.TB, nc *nats.Conn, path string, replicas int) *Log {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	l, err := Open(ctx, Options{Conn: nc, Replica: path, Replicas: replicas})
+	l, err := Open(ctx, Options{Conn: nc, Replica: path, Replicas: replicas, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
 	return l
+}
+
+// testWriter sends the log's lines to the test's output.
+type testWriter struct{ tb testing.TB }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.tb.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
 }
 
 // waitUntil polls cond until it returns nil, failing the test with its

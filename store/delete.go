@@ -61,6 +61,9 @@ func (l *Log) commitDelete(r *deleteOp) {
 		if r.floor.Compare(c.LowWater) > 0 {
 			c.LowWater = r.floor
 		}
+		if err := raiseLast(tx, r.floor); err != nil {
+			return err
+		}
 		events := tx.Bucket(bucketEvents)
 		if b := events.Bucket(name); b != nil {
 			if k, _ := b.Cursor().Last(); k != nil && ID(k).Compare(c.LowWater) > 0 {
@@ -82,6 +85,7 @@ func (l *Log) commitDelete(r *deleteOp) {
 	if err == nil {
 		if r.pos != 0 {
 			l.position.Store(r.pos)
+			l.raisedLast(r.floor)
 		}
 		delete(l.live, r.stream)
 		for _, fn := range *l.delHooks.Load() {

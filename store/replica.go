@@ -187,7 +187,7 @@ func (l *Log) ApplyPolicy(pos uint64, stream string, p *Policy) error {
 			return err
 		}
 	}
-	return l.update(func(tx *bolt.Tx) error {
+	err := l.update(func(tx *bolt.Tx) error {
 		if err := putPosition(tx, pos); err != nil {
 			return err
 		}
@@ -196,6 +196,10 @@ func (l *Log) ApplyPolicy(pos uint64, stream string, p *Policy) error {
 		}
 		return tx.Bucket(bucketPolicy).Put([]byte(stream), p.encode())
 	})
+	if err == nil && pos != 0 {
+		l.position.Store(pos)
+	}
+	return err
 }
 
 // PlanTrim reports what Trim(stream, cut, maxKeys) would remove now,
@@ -273,6 +277,26 @@ type applyOp struct {
 }
 
 func (*applyOp) isWriteOp() {}
+
+// raiseLast keeps a replica's newest id at least id: a replica rebuilt
+// from the replicated log never saw the events a trim or deletion
+// removed, yet their ids were issued, and a client resuming from one of
+// them must not be told it is unknown.
+func raiseLast(tx *bolt.Tx, id ID) error {
+	meta := tx.Bucket(bucketMeta)
+	if v := meta.Get(keyLastID); len(v) == len(id) && ID(v).Compare(id) >= 0 || id.IsZero() {
+		return nil
+	}
+	return meta.Put(keyLastID, id[:])
+}
+
+// raisedLast is raiseLast's in-memory half, after the commit. Only the
+// replica's one applier writes, so nothing races it.
+func (l *Log) raisedLast(id ID) {
+	if id.Compare(l.LastID()) > 0 {
+		l.last.Store(&id)
+	}
+}
 
 func putPosition(tx *bolt.Tx, pos uint64) error {
 	if pos == 0 {

@@ -80,6 +80,9 @@ func (l *Log) trim(stream string, cut Cut, maxKeys int, pos uint64, floor ID) (T
 			if err := putPosition(tx, pos); err != nil {
 				return err
 			}
+			if err := raiseLast(tx, floor); err != nil {
+				return err
+			}
 			if floor.Compare(c.LowWater) > 0 {
 				c.LowWater = floor
 				res.LowWater = floor
@@ -130,6 +133,7 @@ func (l *Log) trim(stream string, cut Cut, maxKeys int, pos uint64, floor ID) (T
 	}
 	if pos != 0 && !res.More {
 		l.position.Store(pos)
+		l.raisedLast(floor)
 	}
 	return res, nil
 }
