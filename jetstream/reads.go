@@ -179,12 +179,18 @@ func (l *Log) newAppend(stream string, events []store.Event) (*op, error) {
 		return nil, fmt.Errorf("%w: %d events, the cluster stores at most %d at once", store.ErrBatchTooLarge, len(events), l.opts.MaxBatch)
 	}
 	n := 0
+	// Headers take well under this; the key's name is at most 255 bytes.
+	const headroom = 1024
+	maxData := int(l.nc.MaxPayload()) - headroom
 	for i := range events {
 		if err := store.ValidateType(events[i].Type); err != nil {
 			return nil, fmt.Errorf("event %d: %w", i, err)
 		}
 		if len(events[i].Data) == 0 {
 			return nil, fmt.Errorf("event %d: %w: data is required", i, store.ErrInvalidEvent)
+		}
+		if len(events[i].Data)+len(events[i].Type) > maxData {
+			return nil, fmt.Errorf("%w: event %d holds %d bytes; the cluster's messages hold at most %d", store.ErrBatchTooLarge, i, len(events[i].Data), maxData)
 		}
 		n += len(events[i].Data)
 	}

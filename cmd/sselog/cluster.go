@@ -156,6 +156,10 @@ func openLog(c *config, opts store.Options) (eventLog, error) {
 		}
 		c.logger.Info("embedded NATS server", "client_url", srv.ClientURL(), "cluster", c.clusterName, "routes", c.clusterListen, "store", cfg.StoreDir, "sync", c.natsSync)
 	}
+	// A write's commit is its acknowledgement by the cluster; the local
+	// copy's transactions are not counted again.
+	observe := opts.ObserveCommit
+	opts.ObserveCommit = nil
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	l, err := jetstream.Open(ctx, jetstream.Options{
@@ -164,7 +168,7 @@ func openLog(c *config, opts store.Options) (eventLog, error) {
 		Replica:       c.db,
 		Store:         opts,
 		Logger:        c.logger,
-		ObserveCommit: opts.ObserveCommit,
+		ObserveCommit: observe,
 	})
 	if err != nil {
 		nc.Close()
