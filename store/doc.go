@@ -67,12 +67,25 @@
 //   - No stored event has the type ResetType, which the stream layer uses to
 //     tell subscribers about removed events.
 //
+// A replica (Options.Replica; see replica.go) is a Log that copies a
+// replicated log, the jetstream package's cluster, instead of assigning ids:
+// Apply, ApplyTrim, ApplyDelete and ApplyPolicy store the replicated log's
+// writes in its order with its ids, each recording the write's position in
+// the same transaction, and the direct writes (Append, AppendOnce,
+// DeleteStream, Trim, SetPolicy, DeletePolicy) return ErrReplica. Reads,
+// bounds and hooks are a standalone log's. A replica's file is stamped with
+// its identity; Open refuses to mix a replica's file and a standalone log's,
+// or two replicas' (ErrIdentity). Trims and deletions raise the low-water
+// mark, and the newest id, to the marks the replicated log recorded even
+// when the replica never held the removed events (it was rebuilt after
+// them), so a client resuming from one is told the same on every node.
+//
 // Layout: bucket "events" holds one sub-bucket per stream, keyed by the
 // 16-byte binary ULID (byte order is id order, so resuming is one Seek);
 // bucket "streams" holds per-stream counters, the low-water mark and a
 // deletion tombstone; bucket "retention" holds per-stream retention
 // overrides; bucket "meta" holds the layout version and the newest issued
-// id; bucket "idem" holds the idempotency records, keyed by the first id
+// id (and, in a replica, its identity and position); bucket "idem" holds the idempotency records, keyed by the first id
 // of their request. Every sselog file has "events", "streams", "meta" and
 // the version from its first transaction; "retention" arrived with
 // version 2, and "idem" later, within version 2 (Open adds it to a file
