@@ -152,7 +152,31 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 	}
 	l.wg.Add(1)
 	go l.writer()
+	// A node serves once its copy holds what the log held when it
+	// started: before that every write would wait for it, and replays
+	// would miss what it has not applied.
+	if err := l.catchUp(ctx); err != nil {
+		l.Close()
+		return nil, err
+	}
 	return l, nil
+}
+
+// catchUp waits until the local copy has applied the stream's last
+// message as of now.
+func (l *Log) catchUp(ctx context.Context) error {
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("jetstream: stream %s: %w: %w", l.opts.Stream, ErrUnavailable, err)
+	}
+	last := info.State.LastSeq
+	if pos := l.local.Position(); pos < last {
+		l.logger.Info("catching up with the cluster's log", "position", pos, "last", last)
+	}
+	if err := l.waitApplied(ctx, last); err != nil {
+		return fmt.Errorf("jetstream: catching up to %d from %d: %w", last, l.local.Position(), err)
+	}
+	return nil
 }
 
 // ensureStream finds or creates the JetStream stream and returns its

@@ -85,6 +85,14 @@ func (l *Log) run(ctx context.Context, o *op) error {
 		return o.err
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-l.ctx.Done():
+		// Queued after the writer drained the queue: nobody will answer.
+		select {
+		case <-o.done:
+			return o.err
+		default:
+			return store.ErrClosed
+		}
 	}
 }
 

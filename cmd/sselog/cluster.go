@@ -97,7 +97,7 @@ type eventLog interface {
 // openLog opens the backend c names. For jetstream it starts the embedded
 // server (unless --nats-url), connects, and opens the log; close releases
 // all of it.
-func openLog(c *config, opts store.Options) (eventLog, error) {
+func openLog(ctx context.Context, c *config, opts store.Options) (eventLog, error) {
 	if c.backend != "jetstream" {
 		return store.Open(c.db, opts)
 	}
@@ -160,7 +160,9 @@ func openLog(c *config, opts store.Options) (eventLog, error) {
 	// copy's transactions are not counted again.
 	observe := opts.ObserveCommit
 	opts.ObserveCommit = nil
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// Open waits for the cluster's quorum and for the copy to catch up,
+	// which for a rebuilt copy of a long log takes a while.
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	l, err := jetstream.Open(ctx, jetstream.Options{
 		Conn:          nc,

@@ -103,7 +103,7 @@ func TestServiceRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := newService(c)
+	s, err := newService(t.Context(), c)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	setRuntimeMemory(c)
-	s, err := newService(c)
+	s, err := newService(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -76,7 +76,7 @@ type service struct {
 
 // newService opens the database and listens on c.addr; on an error it
 // leaves nothing open.
-func newService(c *config) (*service, error) {
+func newService(ctx context.Context, c *config) (*service, error) {
 	if dir := filepath.Dir(c.db); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("create database directory: %w", err)
@@ -88,7 +88,7 @@ func newService(c *config) (*service, error) {
 		m = newMetrics()
 		storeOpts.ObserveCommit = m.observeCommit
 	}
-	log, err := openLog(c, storeOpts)
+	log, err := openLog(ctx, c, storeOpts)
 	if err != nil {
 		return nil, err
 	}
