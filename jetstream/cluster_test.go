@@ -24,9 +24,9 @@ type testCluster struct {
 
 const clusterTestSecret = "a-test-secret-of-enough-bytes"
 
-// routePorts reserves n free loopback ports. The listener is closed before
-// NATS binds it, which leaves a short race with other processes; on this
-// machine's loopback that has not bitten.
+// routePorts reserves n distinct free loopback ports. The listeners are
+// closed before NATS binds them, which leaves a short race with other
+// processes; on this machine's loopback that has not bitten.
 func routePorts(t testing.TB, n int) []string {
 	t.Helper()
 	var addrs []string
@@ -35,8 +35,8 @@ func routePorts(t testing.TB, n int) []string {
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer ln.Close()
 		addrs = append(addrs, ln.Addr().String())
-		ln.Close()
 	}
 	return addrs
 }
@@ -76,13 +76,19 @@ func startTestCluster(t testing.TB, n int) *testCluster {
 			if !s.NATS().JetStreamEnabled() {
 				return fmt.Errorf("%s: jetstream off", s.NATS().Name())
 			}
-			if n > 1 && s.NATS().NumRoutes() < n-1 {
-				return fmt.Errorf("%s: %d routes", s.NATS().Name(), s.NATS().NumRoutes())
+			// As nats-server's own helper: a meta leader that knows every
+			// peer, and every node current with it, or stream placement
+			// can still fail.
+			if n > 1 && !s.NATS().JetStreamIsCurrent() {
+				return fmt.Errorf("%s: not current", s.NATS().Name())
 			}
 		}
 		if n > 1 {
 			for _, s := range c.servers {
 				if s.NATS().JetStreamIsLeader() {
+					if p := s.NATS().JetStreamClusterPeers(); len(p) != n {
+						return fmt.Errorf("meta leader knows %d peers", len(p))
+					}
 					return nil
 				}
 			}

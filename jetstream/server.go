@@ -1,6 +1,7 @@
 package jetstream
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -20,18 +21,18 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// MinClusterSecretLen is the shortest ClusterSecret StartServer accepts, in
-// bytes. The route port answers every connection attempt, with no rate
-// limit or lockout, and a correct guess reads and writes every stream, so
-// the secret must resist online guessing: 16 random bytes are 128 bits.
-const MinClusterSecretLen = 16
-
-// serverStartTimeout bounds StartServer's wait for the listeners.
-const serverStartTimeout = 10 * time.Second
-
-// routeUser is the user name routes authenticate with; the secret is the
-// password. NATS needs a user name; it carries no meaning.
-const routeUser = "sselog"
+const (
+	// MinClusterSecretLen is the shortest ClusterSecret StartServer
+	// accepts, in bytes. The route port answers every attempt, with no rate
+	// limit or lockout, and one right guess reads and writes every stream:
+	// the secret must resist online guessing (16 random bytes: 128 bits).
+	MinClusterSecretLen = 16
+	// serverStartTimeout bounds StartServer's wait for the listeners.
+	serverStartTimeout = 10 * time.Second
+	// routeUser is the user name routes authenticate with (NATS wants one);
+	// the password is derived from the secret.
+	routeUser = "sselog"
+)
 
 // Errors of StartServer's configuration checks.
 var (
@@ -81,6 +82,10 @@ type ServerConfig struct {
 	Logger *slog.Logger
 }
 
+// embeddedMaxPayload is the embedded server's largest message, NATS's
+// recommended ceiling.
+const embeddedMaxPayload = 8 << 20
+
 // Server is a running embedded NATS server.
 type Server struct {
 	ns *server.Server
@@ -101,10 +106,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nats server: %w", err)
 	}
-	lg := &natsLogger{l: cfg.Logger, hide: hide}
-	if lg.l == nil {
-		lg.l = slog.New(slog.DiscardHandler)
-	}
+	lg := &natsLogger{l: cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)), hide: hide}
 	ns.SetLoggerV2(lg, false, false, false)
 	ns.Start()
 
@@ -116,17 +118,15 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		ns.WaitForShutdown()
 		return nil, fmt.Errorf("nats server: %w", err)
 	}
-	deadline := time.Now().Add(serverStartTimeout)
-	for !ns.ReadyForConnections(50 * time.Millisecond) {
-		if msg := lg.fatal.Load(); msg != nil {
-			return fail(errors.New(*msg))
-		}
-		if time.Now().After(deadline) {
-			return fail(fmt.Errorf("not ready after %s", serverStartTimeout))
-		}
+	ready, deadline := false, time.Now().Add(serverStartTimeout)
+	for !ready && lg.fatal.Load() == nil && time.Now().Before(deadline) {
+		ready = ns.ReadyForConnections(50 * time.Millisecond)
 	}
 	if msg := lg.fatal.Load(); msg != nil {
 		return fail(errors.New(*msg))
+	}
+	if !ready {
+		return fail(fmt.Errorf("not ready after %s", serverStartTimeout))
 	}
 	if !ns.JetStreamEnabled() {
 		return fail(errors.New("jetstream is not enabled"))
@@ -134,7 +134,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	return &Server{ns: ns}, nil
 }
 
-// ClientURL is the client port's URL, nats://127.0.0.1:PORT.
+// ClientURL is the client port's URL, such as nats://127.0.0.1:4222.
 func (s *Server) ClientURL() string { return s.ns.ClientURL() }
 
 // NATS is the underlying server, for tests and diagnostics.
@@ -156,10 +156,7 @@ func serverOptions(cfg ServerConfig) (*server.Options, []string, error) {
 	if cfg.SyncInterval < 0 {
 		return nil, nil, fmt.Errorf("negative sync interval %s", cfg.SyncInterval)
 	}
-	clientListen := cfg.ClientListen
-	if clientListen == "" {
-		clientListen = "127.0.0.1:0"
-	}
+	clientListen := cmp.Or(cfg.ClientListen, "127.0.0.1:0")
 	chost, cport, err := splitHostPort(clientListen)
 	if err != nil {
 		return nil, nil, fmt.Errorf("client listen: %w", err)
@@ -184,21 +181,19 @@ func serverOptions(cfg ServerConfig) (*server.Options, []string, error) {
 		SyncAlways:             cfg.SyncInterval == 0,
 		SyncInterval:           cfg.SyncInterval,
 		DisableJetStreamBanner: true,
+		// One event is one message: NATS's default of 1 MiB would refuse
+		// an event of sselog's default --max-body with its headers.
+		MaxPayload: embeddedMaxPayload,
 	}
 	if cfg.ClusterListen == "" {
-		if cfg.ClusterName != "" || len(cfg.ClusterPeers) > 0 || cfg.ClusterSecret != "" || cfg.ClusterTLSCert != "" || cfg.ClusterTLSKey != "" || cfg.ClusterTLSCA != "" {
+		if cfg.ClusterName+cfg.ClusterSecret+cfg.ClusterTLSCert+cfg.ClusterTLSKey+cfg.ClusterTLSCA != "" || len(cfg.ClusterPeers) > 0 {
 			return nil, nil, errors.New("cluster settings without a cluster listen address")
 		}
-		if opts.ServerName == "" {
-			opts.ServerName = "sselog"
-		}
+		opts.ServerName = cmp.Or(opts.ServerName, "sselog")
 		return opts, nil, nil
 	}
 	hide, err := clusterOptions(cfg, opts)
-	if err != nil {
-		return nil, nil, err
-	}
-	return opts, hide, nil
+	return opts, hide, err
 }
 
 // clusterOptions fills in opts's routes from cfg.
@@ -229,23 +224,20 @@ func clusterOptions(cfg ServerConfig, opts *server.Options) ([]string, error) {
 		}
 		opts.ServerName = net.JoinHostPort(h, strconv.Itoa(port))
 	}
-	opts.Cluster = server.ClusterOpts{
-		Name: cfg.ClusterName,
-		Host: host,
-		Port: port,
-		// Clients of this node (sselog itself) must stay on it rather than
-		// learn other nodes' loopback client ports.
-		NoAdvertise: true,
-	}
+	// NoAdvertise: clients of this node (sselog itself) must stay on it,
+	// not learn other nodes' loopback client ports.
+	opts.Cluster = server.ClusterOpts{Name: cfg.ClusterName, Host: host, Port: port, NoAdvertise: true}
 
-	peers := slices.Clone(cfg.ClusterPeers)
-	// NATS sizes JetStream's first meta group from the number of routes,
-	// so it counts as a peer a route to itself, which it then drops: list
+	// NATS sizes JetStream's first meta group from the number of routes
+	// (each duplicate counts), and a route to itself counts as a peer: list
 	// ours as NATS's own examples do, unless the listen host is
 	// unspecified and our address as the peers know it is unknown.
-	if !unspecified && !slices.Contains(peers, cfg.ClusterListen) {
+	peers := slices.Clone(cfg.ClusterPeers)
+	if !unspecified {
 		peers = append(peers, cfg.ClusterListen)
 	}
+	slices.Sort(peers)
+	peers = slices.Compact(peers)
 	var user *url.Userinfo
 	var hide []string
 	if cfg.ClusterSecret != "" {
@@ -261,8 +253,8 @@ func clusterOptions(cfg ServerConfig, opts *server.Options) ([]string, error) {
 		opts.Routes = append(opts.Routes, &url.URL{Scheme: "nats-route", Host: p, User: user})
 	}
 
-	if n := countNonEmpty(cfg.ClusterTLSCert, cfg.ClusterTLSKey, cfg.ClusterTLSCA); n != 0 {
-		if n != 3 {
+	if cfg.ClusterTLSCert+cfg.ClusterTLSKey+cfg.ClusterTLSCA != "" {
+		if cfg.ClusterTLSCert == "" || cfg.ClusterTLSKey == "" || cfg.ClusterTLSCA == "" {
 			return nil, errors.New("route TLS needs a certificate, a key and a CA, or none")
 		}
 		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{
@@ -306,16 +298,6 @@ func isLoopback(host string) bool {
 	return host == "localhost" || ip != nil && ip.IsLoopback()
 }
 
-func countNonEmpty(ss ...string) int {
-	n := 0
-	for _, s := range ss {
-		if s != "" {
-			n++
-		}
-	}
-	return n
-}
-
 // natsLogger maps NATS's logger onto slog. Debug and trace stay off: they
 // include protocol traffic.
 type natsLogger struct {
@@ -329,7 +311,7 @@ func (n *natsLogger) log(level slog.Level, format string, v []any) string {
 	for _, h := range n.hide {
 		msg = strings.ReplaceAll(msg, h, "[REDACTED]")
 	}
-	n.l.Log(context.Background(), level, msg, "component", "nats")
+	n.l.Log(context.Background(), level, msg)
 	return msg
 }
 
