@@ -2,7 +2,6 @@ package jetstream
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,7 +64,6 @@ func (l *Log) startApplier(ctx context.Context) error {
 // yet applied: whole writes, so that a batch becomes visible at once.
 type pendingWrite struct {
 	writes []store.Applied
-	left   int    // events the last request still expects
 	last   uint64 // sequence of the last message read
 	end    uint64 // sequence the write being read ends at
 	events int
@@ -126,25 +124,24 @@ func (l *Log) apply(it jetstream.MessagesContext) error {
 			continue
 		}
 		ms, _ := strconv.ParseUint(h.Get(hdrMs), 10, 64)
-		e := store.Event{ID: makeID(ms, l.epoch, seq), Stream: stream, Type: h.Get(hdrType), Data: msg.Data()}
-		if n, err := strconv.Atoi(h.Get(hdrCount)); err == nil || p.left == 0 || p.writes[len(p.writes)-1].Stream != stream {
-			w := store.Applied{Stream: stream}
-			if name := h.Get(hdrKey); name != "" {
-				var k store.Key
-				d, derr := hex.DecodeString(h.Get(hdrDigest))
-				if derr == nil && len(d) == len(k.Digest) {
-					k.Name = name
-					copy(k.Digest[:], d)
-					w.Key = &k
-				}
+		writes, err := decodeMessage(msg.Data(), stream, ms, l.epoch, seq)
+		if err != nil || seq > maxSeq {
+			// Not sselog's writing: skip it, as any message that is
+			// none of sselog's, rather than stop the node.
+			if err := flush(); err != nil {
+				return err
 			}
-			p.writes = append(p.writes, w)
-			p.left = max(n, 1)
+			l.logger.Warn("skipping an undecodable event message", "seq", seq, "err", err)
+			if err := l.local.Apply(l.ctx, seq, nil); err != nil {
+				return err
+			}
+			l.notify()
+			continue
 		}
-		cur := &p.writes[len(p.writes)-1]
-		cur.Events = append(cur.Events, e)
-		p.left--
-		p.events++
+		for _, w := range writes {
+			p.events += len(w.Events)
+		}
+		p.writes = append(p.writes, writes...)
 		p.last = seq
 		left, _ := strconv.ParseUint(h.Get(hdrLeft), 10, 64)
 		p.end = seq + left

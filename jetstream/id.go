@@ -11,7 +11,8 @@ import (
 //
 //	48 bits: milliseconds, the writer's clock clamped to never go below the previous id's
 //	16 bits: the epoch of the JetStream stream (changes when it is recreated)
-//	64 bits: the JetStream sequence of the event's message
+//	48 bits: the JetStream sequence of the event's message
+//	16 bits: the event's index within its message (see codec.go)
 //
 // The writer takes its time only after it knows the log's last id (it
 // writes on top of the position its replica has applied, and JetStream
@@ -19,14 +20,16 @@ import (
 // sequence, and ids compare bytewise in log order like a standalone log's.
 // The sequence is what positions mean: a resume decodes it with no lookup.
 
-// makeID builds the id of the message at seq.
-func makeID(ms uint64, epoch uint16, seq uint64) store.ID {
+// makeID builds the id of the n-th event of the message at seq.
+func makeID(ms uint64, epoch uint16, seq, n uint64) store.ID {
 	var id store.ID
 	var t [8]byte
 	binary.BigEndian.PutUint64(t[:], ms)
 	copy(id[:6], t[2:])
 	binary.BigEndian.PutUint16(id[6:8], epoch)
-	binary.BigEndian.PutUint64(id[8:], seq)
+	binary.BigEndian.PutUint64(t[:], seq)
+	copy(id[8:14], t[2:])
+	binary.BigEndian.PutUint16(id[14:], uint16(n))
 	return id
 }
 
@@ -39,7 +42,16 @@ func idMs(id store.ID) uint64 {
 
 func idEpoch(id store.ID) uint16 { return binary.BigEndian.Uint16(id[6:8]) }
 
-func idSeq(id store.ID) uint64 { return binary.BigEndian.Uint64(id[8:]) }
+// idSeq is the sequence of the message holding the event.
+func idSeq(id store.ID) uint64 {
+	var t [8]byte
+	copy(t[2:], id[8:14])
+	return binary.BigEndian.Uint64(t[:])
+}
+
+// maxSeq is the largest sequence an id can carry: 2^48, at 100,000
+// messages a second, lasts 89 years.
+const maxSeq = 1<<48 - 1
 
 // Subjects of the JetStream stream. Stream names are tokens of their own:
 // a name's '.' (allowed in names, a separator in subjects) becomes '~',

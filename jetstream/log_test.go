@@ -36,8 +36,9 @@ func TestSingleNodeAppendReopen(t *testing.T) {
 		if i > 0 && got[i].ID.Compare(got[i-1].ID) <= 0 {
 			t.Fatalf("ids not increasing at %d", i)
 		}
-		if idSeq(got[i].ID) != uint64(i+1) || idEpoch(got[i].ID) != l.epoch {
-			t.Fatalf("event %d: seq %d epoch %d", i, idSeq(got[i].ID), idEpoch(got[i].ID))
+		// Each request is one message: two events at indexes 0 and 1.
+		if idSeq(got[i].ID) != uint64(i/2+1) || got[i].ID[15] != byte(i%2) || idEpoch(got[i].ID) != l.epoch {
+			t.Fatalf("event %d: seq %d index %d epoch %d", i, idSeq(got[i].ID), got[i].ID[15], idEpoch(got[i].ID))
 		}
 	}
 	if got[0].Type != "t" || string(got[0].Data) != `{"n":0}` {
@@ -45,7 +46,7 @@ func TestSingleNodeAppendReopen(t *testing.T) {
 	}
 	l.Close()
 	l2 := openTestLog(t, nc, path, 1)
-	if l2.LastID() != want[len(want)-1] || l2.Position() != uint64(len(want)) {
+	if l2.LastID() != want[len(want)-1] || l2.Position() != uint64(len(want)/2) {
 		t.Fatalf("reopened at %s/%d", l2.LastID(), l2.Position())
 	}
 	ids, err := l2.Append(ctx, "a.b", []store.Event{{Data: []byte(`3`)}})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/sselog/sselog/store"
@@ -175,22 +176,16 @@ func (l *Log) newAppend(stream string, events []store.Event) (*op, error) {
 	if len(events) == 0 {
 		return nil, store.ErrEmptyBatch
 	}
-	if len(events) > l.opts.MaxBatch {
-		return nil, fmt.Errorf("%w: %d events, the cluster stores at most %d at once", store.ErrBatchTooLarge, len(events), l.opts.MaxBatch)
+	if len(events) > maxEventsPerMessage {
+		return nil, fmt.Errorf("%w: %d events, the cluster stores at most %d at once", store.ErrBatchTooLarge, len(events), maxEventsPerMessage)
 	}
 	n := 0
-	// Headers take well under this; the key's name is at most 255 bytes.
-	const headroom = 1024
-	maxData := int(l.nc.MaxPayload()) - headroom
 	for i := range events {
 		if err := store.ValidateType(events[i].Type); err != nil {
 			return nil, fmt.Errorf("event %d: %w", i, err)
 		}
 		if len(events[i].Data) == 0 {
 			return nil, fmt.Errorf("event %d: %w: data is required", i, store.ErrInvalidEvent)
-		}
-		if len(events[i].Data)+len(events[i].Type) > maxData {
-			return nil, fmt.Errorf("%w: event %d holds %d bytes; the cluster's messages hold at most %d", store.ErrBatchTooLarge, i, len(events[i].Data), maxData)
 		}
 		n += len(events[i].Data)
 	}
@@ -200,6 +195,11 @@ func (l *Log) newAppend(stream string, events []store.Event) (*op, error) {
 		start := len(data)
 		data = append(data, events[i].Data...)
 		o.events[i] = store.Event{Stream: stream, Type: events[i].Type, Data: data[start:len(data):len(data)]}
+	}
+	// A request is one message, or part of one: it must fit whole.
+	o.size = encodedLen([]request{{events: o.events, key: &store.Key{Name: strings.Repeat(" ", store.MaxKeyLen)}}})
+	if max := l.maxMessage(); o.size > max {
+		return nil, fmt.Errorf("%w: %d bytes encoded; the cluster's messages hold at most %d", store.ErrBatchTooLarge, o.size, max)
 	}
 	return o, nil
 }

@@ -49,14 +49,15 @@ func TestRebuildReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := snapshot(t, l)
-	// JetStream holds only what the copies need: the retained events and
-	// the newest control message of each kind per stream.
+	// JetStream holds only what the copies need: the retained events, the
+	// message holding the low-water mark (it might hold retained events
+	// too), and the newest control message of each kind per stream.
 	info, err := l.stream.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.State.Msgs != 10+1+1+1 {
-		t.Fatalf("JetStream holds %d messages, want 13 (10 events, a trim, a deletion, and the policy: %+v)", info.State.Msgs, info.State)
+	if info.State.Msgs != 10+1+1+1+1 {
+		t.Fatalf("JetStream holds %d messages, want 14 (10 events, the mark's, a trim, a deletion, and the policy: %+v)", info.State.Msgs, info.State)
 	}
 	l.Close()
 	if err := os.Remove(path); err != nil {

@@ -2,7 +2,6 @@ package jetstream
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,14 +25,11 @@ import (
 // looked up where it would be stored, and a trim or deletion removes
 // exactly what the copies hold there.
 
-// Message headers. A write is one JetStream message per event (so that
-// retention can remove events one by one), sent as one atomic batch.
+// Message headers. A write is one JetStream message per stream it
+// appends to (codec.go), and one per trim, deletion or policy; a write of
+// several messages is sent as one atomic batch.
 const (
-	hdrMs       = "Sselog-Ms"        // the ids' milliseconds, on every event
-	hdrType     = "Sselog-Type"      // the event type, when not empty
-	hdrCount    = "Sselog-Count"     // on a request's first event: its length
-	hdrKey      = "Sselog-Key"       // on a keyed request's first event
-	hdrDigest   = "Sselog-Digest"    // beside hdrKey, hex
+	hdrMs       = "Sselog-Ms"        // the ids' milliseconds, on event messages
 	hdrLeft     = "Sselog-Left"      // messages of the write after this one
 	hdrOp       = "Sselog-Op"        // on control messages: trim, delete, policy
 	hdrUpTo     = "Sselog-Up-To"     // a trim removes the stream's events at or below it
@@ -66,6 +62,9 @@ type op struct {
 	trimmed  store.Trimmed
 	err      error
 	sends    bool // the current attempt sends a message for it
+	size     int  // an append's encoded size
+	msg      int  // an append's message within the group
+	index    int  // the index of its first event within that message
 	done     chan struct{}
 }
 
@@ -96,8 +95,9 @@ func (l *Log) run(ctx context.Context, o *op) error {
 	}
 }
 
-// writer takes ops off the queue: appends are grouped into one batch up to
-// MaxBatch messages; every other op is written alone.
+// writer takes ops off the queue: appends are grouped into one write, up to
+// MaxBatch requests and the bytes of one message; every other op is
+// written alone.
 func (l *Log) writer() {
 	defer l.wg.Done()
 	var next *op
@@ -114,17 +114,19 @@ func (l *Log) writer() {
 		}
 		group := []*op{o}
 		if o.kind == opAppend {
-			n := len(o.events)
+			size := o.size
 		collect:
 			for {
 				select {
 				case p := <-l.queue:
-					if p.kind != opAppend || n+len(p.events) > l.opts.MaxBatch {
+					// Within one message's size, every stream's message
+					// fits; within MaxBatch requests, the batch does.
+					if p.kind != opAppend || len(group) == l.opts.MaxBatch || size+p.size > l.maxMessage() {
 						next = p
 						break collect
 					}
 					group = append(group, p)
-					n += len(p.events)
+					size += p.size
 				default:
 					break collect
 				}
@@ -149,6 +151,10 @@ func (l *Log) drain() {
 		}
 	}
 }
+
+// maxMessage is the most body bytes a message may hold: the connection's
+// largest message less room for headers.
+func (l *Log) maxMessage() int { return int(l.nc.MaxPayload()) - 1024 }
 
 // errConflict is a write refused because the stream moved past the
 // position it was decided at.
@@ -231,6 +237,8 @@ func (l *Log) prepare(group []*op, pos uint64) ([]*nats.Msg, error) {
 	msText := strconv.FormatUint(ms, 10)
 	var msgs []*nats.Msg
 	keys := make(map[string]*op) // keyed requests of this group
+	plans := make(map[string]*plan)
+	var planned []*plan
 	for _, o := range group {
 		o.ids, o.replayed, o.err, o.sends = nil, false, nil, false
 		switch o.kind {
@@ -257,23 +265,18 @@ func (l *Log) prepare(group []*op, pos uint64) ([]*nats.Msg, error) {
 				continue
 			}
 			o.sends = true
-			for i := range o.events {
-				e := &o.events[i]
-				m := nats.NewMsg(subjEvents + token(o.stream))
-				m.Data = e.Data
-				m.Header.Set(hdrMs, msText)
-				if e.Type != "" {
-					m.Header.Set(hdrType, e.Type)
-				}
-				if i == 0 {
-					m.Header.Set(hdrCount, strconv.Itoa(len(o.events)))
-					if o.key != nil {
-						m.Header.Set(hdrKey, o.key.Name)
-						m.Header.Set(hdrDigest, hex.EncodeToString(o.key.Digest[:]))
-					}
-				}
-				msgs = append(msgs, m)
+			// The group's requests to one stream share a message, up to
+			// the events an id can index.
+			pl := plans[o.stream]
+			if pl == nil || pl.events+len(o.events) > maxEventsPerMessage {
+				pl = &plan{msg: len(msgs)}
+				plans[o.stream] = pl
+				msgs = append(msgs, nats.NewMsg(subjEvents+token(o.stream)))
+				planned = append(planned, pl)
 			}
+			o.msg, o.index = pl.msg, pl.events
+			pl.reqs = append(pl.reqs, request{events: o.events, key: o.key})
+			pl.events += len(o.events)
 		case opDelete:
 			info, err := l.local.Stream(o.stream)
 			if err != nil {
@@ -318,10 +321,22 @@ func (l *Log) prepare(group []*op, pos uint64) ([]*nats.Msg, error) {
 			msgs = append(msgs, m)
 		}
 	}
+	for _, pl := range planned {
+		m := msgs[pl.msg]
+		m.Data = appendMessage(make([]byte, 0, encodedLen(pl.reqs)), pl.reqs)
+		m.Header.Set(hdrMs, msText)
+	}
 	for i, m := range msgs {
 		m.Header.Set(hdrLeft, strconv.Itoa(len(msgs)-1-i))
 	}
 	return msgs, nil
+}
+
+// plan is one event message of a group: the requests it holds.
+type plan struct {
+	msg    int // its index in the group's messages
+	reqs   []request
+	events int
 }
 
 // admit refuses an append that would create a stream beyond
@@ -363,25 +378,19 @@ func (l *Log) admit(o *op, group []*op) error {
 // settle gives the ops that sent messages their ids, from the sequence of
 // the write's last message, and answers the keyed repeats within the group.
 func (l *Log) settle(group []*op, msgs []*nats.Msg, last uint64) {
-	seq := last - uint64(len(msgs)) + 1
-	ms, _ := strconv.ParseUint(msgs[0].Header.Get(hdrMs), 10, 64)
+	first := last - uint64(len(msgs)) + 1
 	keys := make(map[string]*op)
 	for _, o := range group {
-		if !o.sends {
+		if !o.sends || o.kind != opAppend {
 			continue
 		}
-		switch o.kind {
-		case opAppend:
-			o.ids = make([]store.ID, len(o.events))
-			for i := range o.events {
-				o.ids[i] = makeID(ms, l.epoch, seq)
-				seq++
-			}
-			if o.key != nil {
-				keys[o.stream+"\x00"+o.key.Name] = o
-			}
-		default:
-			seq++
+		ms, _ := strconv.ParseUint(msgs[o.msg].Header.Get(hdrMs), 10, 64)
+		o.ids = make([]store.ID, len(o.events))
+		for i := range o.events {
+			o.ids[i] = makeID(ms, l.epoch, first+uint64(o.msg), uint64(o.index+i))
+		}
+		if o.key != nil {
+			keys[o.stream+"\x00"+o.key.Name] = o
 		}
 	}
 	for _, o := range group {
@@ -413,7 +422,9 @@ func (l *Log) afterWrite(group []*op) {
 	var err error
 	switch o.kind {
 	case opTrim:
-		if err = l.purgeEvents(ctx, o.stream, idSeq(o.trimmed.LowWater)+1); err == nil {
+		// The message holding the mark may hold retained events too: it
+		// stays until a later trim passes it.
+		if err = l.purgeEvents(ctx, o.stream, idSeq(o.trimmed.LowWater)); err == nil {
 			err = l.stream.Purge(ctx, jetstream.WithPurgeSubject(subjCut+token(o.stream)), jetstream.WithPurgeKeep(1))
 		}
 	case opDelete:
