@@ -7,8 +7,9 @@
 // # Shape
 //
 // The log is one JetStream stream (DefaultStream, "SSELOG", file storage,
-// Options.Replicas copies) with subjects under "sselog.": one message per
-// event on sselog.ev.<stream>, and control messages for trims and
+// Options.Replicas copies) with subjects under "sselog.": event messages on
+// sselog.ev.<stream>, each holding the events one write appends to that
+// stream (codec.go), and control messages for trims and
 // deletions (sselog.cut.<stream>) and retention overrides
 // (sselog.pol.<stream>). One stream gives the whole log one sequence, so a
 // position is one number across every sselog stream.
@@ -32,8 +33,11 @@
 // deletion removes what the copies hold there. When another node wrote
 // first, JetStream refuses the batch; the writer waits until its copy has
 // applied the other write and decides again. Appends queued together share
-// one batch (at most Options.MaxBatch messages, JetStream's atomic batch
-// limit, which also bounds one request: ErrBatchTooLarge beyond it).
+// one write (at most Options.MaxBatch requests, and one message's bytes):
+// one message per stream they append to, so that a busy node costs
+// JetStream one message, and with sync "always" one fsync per replica, per
+// write. A request that cannot fit one message is refused with
+// store.ErrBatchTooLarge.
 //
 // A write is answered once JetStream acknowledged it (stored on a quorum
 // of the stream's replicas; with the embedded server's default
@@ -45,8 +49,8 @@
 // # Ids
 //
 // Ids are ULIDs: 48 bits of milliseconds, then a 16-bit epoch drawn when
-// the JetStream stream is created, then the 64-bit JetStream sequence of
-// the event's message. They increase strictly along the sequence across
+// the JetStream stream is created, then the 48-bit JetStream sequence of
+// the event's message and the event's 16-bit index in it. They increase strictly along the sequence across
 // all nodes (see Writes), so they compare bytewise like a standalone log's.
 // A resume decodes the sequence; an id from another epoch or from a
 // standalone database is reported foreign (store.Bounds.Foreign), and the
@@ -59,7 +63,8 @@
 // Trims are decided on a copy (store.Log.PlanTrim, from the same limits as
 // the standalone worker), written as a control message naming the newest
 // removed id, applied by every copy in order, then purged from JetStream
-// with older control messages of the stream. JetStream's own limits
+// with older control messages of the stream (the message holding the mark
+// stays until a later trim passes it, as it may hold retained events). JetStream's own limits
 // (MaxAge, MaxMsgsPerSubject) are not used: they remove messages without a
 // record in the log, and a copy could not tell a client its exact
 // low-water mark. A copy rebuilt from the stream keeps every low-water

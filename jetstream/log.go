@@ -24,8 +24,8 @@ const (
 	DefaultReplicas = 3
 	DefaultTimeout  = 5 * time.Second
 	// DefaultMaxBatch is JetStream's own limit on the messages of one
-	// atomic batch: one request's events, or a group of requests, never
-	// exceed it.
+	// atomic batch: a group of at most this many requests never needs
+	// more messages.
 	DefaultMaxBatch = 1000
 )
 
@@ -57,7 +57,7 @@ type Options struct {
 	// Timeout bounds one write's wait for the cluster. Zero means
 	// DefaultTimeout.
 	Timeout time.Duration
-	// MaxBatch caps the messages of one atomic batch. Zero means
+	// MaxBatch caps the requests of one write. Zero means
 	// DefaultMaxBatch.
 	MaxBatch int
 	// Now is the clock ids take their time from. Nil means time.Now.
