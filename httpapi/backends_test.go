@@ -321,3 +321,31 @@ func TestBackendMerged(t *testing.T) {
 		}
 	})
 }
+
+// TestBackendSince: a start by time reads from that time on every backend
+// (a time bound is no id of the cluster's, and must not be taken for a
+// foreign resume point).
+func TestBackendSince(t *testing.T) {
+	forBackends(t, func(t *testing.T, b testBackend) {
+		l, _ := b.open(t, t.TempDir())
+		s := newServerOn(t, l, httpapi.Options{}, stream.Options{})
+		ids := s.mustPublish(t, "t", `[{"data":1},{"data":2}]`)
+		var h struct {
+			Events []struct {
+				ID   store.ID        `json:"id"`
+				Type string          `json:"type"`
+				Data json.RawMessage `json:"data"`
+				Time string          `json:"time"`
+			} `json:"events"`
+			Gap bool `json:"gap"`
+		}
+		s.getJSON(t, "/v1/streams/t/history?since=2020-01-01T00:00:00Z", &h)
+		if len(h.Events) != 2 || h.Events[0].ID != ids[0] || h.Gap {
+			t.Fatalf("history since 2020: %+v", h)
+		}
+		c := s.dial(t, "/v1/streams/t/events?since=2020-01-01T00:00:00Z", "")
+		if got := readBlocks(t, c, 2); got[0].ID != ids[0].String() || got[1].ID != ids[1].String() {
+			t.Fatalf("SSE since 2020: %+v", got)
+		}
+	})
+}

@@ -51,3 +51,34 @@ func benchmarkAppend(b *testing.B, publishers, batch int) {
 // BenchmarkAppend1Batch32 is one publisher of batches of 32 events: the
 // cost of an atomic batch the size of a busy group.
 func BenchmarkAppend1Batch32(b *testing.B) { benchmarkAppend(b, 1, 32) }
+
+// BenchmarkAppend32ThreeCopies is BenchmarkAppend32 with a local copy on
+// every node, as three `sselog serve` nodes have: each write is applied,
+// and fsynced, three times.
+func BenchmarkAppend32ThreeCopies(b *testing.B) {
+	c := startTestCluster(b, 3)
+	dir := b.TempDir()
+	for i := 1; i < 3; i++ {
+		openTestLog(b, connect(b, c.servers[i].ClientURL()), filepath.Join(dir, fmt.Sprintf("r%d.db", i)), 3)
+	}
+	l := openTestLog(b, connect(b, c.servers[0].ClientURL()), filepath.Join(dir, "r0.db"), 3)
+	events := []store.Event{{Data: []byte(fmt.Sprintf(`{"pad":"%090d"}`, 0))}}
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	per := b.N/32 + 1
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range per {
+				if _, err := l.Append(b.Context(), "bench", events); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(per*32)/time.Since(start).Seconds(), "events/s")
+}

@@ -82,8 +82,11 @@ type Log struct {
 
 	queue chan *op
 
+	wake chan struct{} // wakes the applier; buffered, one slot
+
 	mu       sync.Mutex
 	advance  chan struct{} // closed and replaced each time the position moves
+	lost     chan struct{} // closed and replaced each time the connection drops
 	applyErr error         // set when the applier stopped for good
 
 	ctx    context.Context
@@ -144,14 +147,16 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		logger:  opts.Logger,
 		queue:   make(chan *op, 1024),
 		advance: make(chan struct{}),
+		lost:    make(chan struct{}),
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	if err := l.startApplier(ctx); err != nil {
 		local.Close()
 		return nil, err
 	}
-	l.wg.Add(1)
+	l.wg.Add(2)
 	go l.writer()
+	go l.watchConn()
 	// A node serves once its copy holds what the log held when it
 	// started: before that every write would wait for it, and replays
 	// would miss what it has not applied.
@@ -211,9 +216,11 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, opts Options) (je
 				return nil, 0, fmt.Errorf("jetstream: stream %s: %w: %w", opts.Stream, ErrUnavailable, err)
 			}
 		}
+		// Neither 0 nor 0xffff: the bounds store.MinIDAt and
+		// store.IDBefore put there are then never taken for this log's.
 		var b [2]byte
 		_, _ = rand.Read(b[:])
-		epoch := binary.BigEndian.Uint16(b[:])
+		epoch := 1 + binary.BigEndian.Uint16(b[:])%0xfffe
 		actx, acancel = context.WithTimeout(ctx, 2*time.Second)
 		_, err = js.CreateStream(actx, jetstream.StreamConfig{
 			Name:               opts.Stream,
@@ -222,7 +229,10 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, opts Options) (je
 			Storage:            jetstream.FileStorage,
 			Replicas:           opts.Replicas,
 			AllowAtomicPublish: true,
-			Metadata:           map[string]string{metaEpoch: strconv.FormatUint(uint64(epoch), 10)},
+			// Each node's applier reads with batched direct gets, which
+			// any replica answers.
+			AllowDirect: true,
+			Metadata:    map[string]string{metaEpoch: strconv.FormatUint(uint64(epoch), 10)},
 		})
 		acancel()
 		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
@@ -251,6 +261,32 @@ func (l *Log) Close() error {
 		err = l.local.Close()
 	})
 	return err
+}
+
+// watchConn closes lost each time the connection drops: a request sent
+// before then may never be answered.
+func (l *Log) watchConn() {
+	defer l.wg.Done()
+	ch := l.nc.StatusChanged(nats.RECONNECTING, nats.DISCONNECTED, nats.CLOSED)
+	defer l.nc.RemoveStatusListener(ch)
+	for {
+		select {
+		case <-ch:
+			l.mu.Lock()
+			close(l.lost)
+			l.lost = make(chan struct{})
+			l.mu.Unlock()
+		case <-l.ctx.Done():
+			return
+		}
+	}
+}
+
+// connLost returns a channel closed when the connection next drops.
+func (l *Log) connLost() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lost
 }
 
 // notify wakes whoever waits for the position to move.

@@ -17,41 +17,59 @@ import (
 // position another node handed out.
 const resumeWait = 2 * time.Second
 
-// position checks an id a client resumes from: foreign is set when this
-// log never issued it (another epoch, a standalone log's id, a sequence
-// the cluster has not reached). An id of this log that the local copy has
-// not applied yet (written through another node a moment ago) is waited
-// for, so that it is never taken for foreign.
-func (l *Log) position(after store.ID) (foreign bool) {
-	if after.IsZero() || after.Compare(l.local.LastID()) <= 0 && idEpoch(after) == l.epoch && idSeq(after) <= l.local.Position() {
-		return false
+// position checks a position to read after: foreign is set when this log
+// never issued it (another epoch, a standalone log's id, a time bound of a
+// since= start, a sequence the cluster has not reached), which matters
+// only to a client resuming from it (the hub judges). An id of this log
+// that the local copy has not applied yet (written through another node a
+// moment ago) is waited for; if the copy is still behind after
+// resumeWait, the read fails with ErrUnavailable rather than take the id
+// for foreign: the client retries, and is not told a falsehood.
+func (l *Log) position(after store.ID) (foreign bool, err error) {
+	if after.IsZero() || idEpoch(after) == l.epoch && idSeq(after) <= l.local.Position() {
+		return false, nil
 	}
 	if idEpoch(after) != l.epoch {
-		return true
+		return true, nil
 	}
 	ctx, cancel := context.WithTimeout(l.ctx, resumeWait)
 	defer cancel()
-	return l.waitApplied(ctx, idSeq(after)) != nil
+	werr := l.waitApplied(ctx, idSeq(after))
+	if werr == nil {
+		return false, nil
+	}
+	ictx, icancel := context.WithTimeout(l.ctx, time.Second)
+	defer icancel()
+	info, err := l.stream.Info(ictx)
+	if err != nil {
+		return false, fmt.Errorf("%w: this node's copy is at %d, behind %d, and the stream does not answer: %w", ErrUnavailable, l.local.Position(), idSeq(after), err)
+	}
+	if idSeq(after) > info.State.LastSeq {
+		return true, nil
+	}
+	return false, fmt.Errorf("%w: this node's copy is at %d, behind %d: %w", ErrUnavailable, l.local.Position(), idSeq(after), werr)
 }
 
 // Scan is store.Log.Scan on the local copy.
 func (l *Log) Scan(stream string, after store.ID, limit int, fn func(*store.Event) error) (store.Bounds, error) {
-	if l.position(after) {
-		b, err := l.local.Scan(stream, l.local.LastID(), 1, func(*store.Event) error { return nil })
-		b.Foreign = true
-		return b, err
+	foreign, err := l.position(after)
+	if err != nil {
+		return store.Bounds{}, err
 	}
-	return l.local.Scan(stream, after, limit, fn)
+	b, err := l.local.Scan(stream, after, limit, fn)
+	b.Foreign = foreign
+	return b, err
 }
 
 // ScanMerged is store.Log.ScanMerged on the local copy.
 func (l *Log) ScanMerged(sel store.Selection, after store.ID, limit int, fn func(*store.Event) error) (store.MergedBounds, error) {
-	if l.position(after) {
-		b, err := l.local.ScanMerged(sel, l.local.LastID(), 1, func(*store.Event) error { return nil })
-		b.Foreign = true
-		return b, err
+	foreign, err := l.position(after)
+	if err != nil {
+		return store.MergedBounds{}, err
 	}
-	return l.local.ScanMerged(sel, after, limit, fn)
+	b, err := l.local.ScanMerged(sel, after, limit, fn)
+	b.Foreign = foreign
+	return b, err
 }
 
 // LastID is the newest id the local copy holds.

@@ -31,6 +31,7 @@ import (
 const (
 	hdrMs       = "Sselog-Ms"        // the ids' milliseconds, on event messages
 	hdrLeft     = "Sselog-Left"      // messages of the write after this one
+	hdrWrite    = "Sselog-Write"     // on a write's first message: its id (send)
 	hdrOp       = "Sselog-Op"        // on control messages: trim, delete, policy
 	hdrUpTo     = "Sselog-Up-To"     // a trim removes the stream's events at or below it
 	hdrLowWater = "Sselog-Low-Water" // a deletion's low-water mark
@@ -156,6 +157,9 @@ func (l *Log) drain() {
 // largest message less room for headers.
 func (l *Log) maxMessage() int { return int(l.nc.MaxPayload()) - 1024 }
 
+// errConnLost is a write whose connection dropped before its answer came.
+var errConnLost = errors.New("the connection to the cluster dropped before the answer")
+
 // errConflict is a write refused because the stream moved past the
 // position it was decided at.
 var errConflict = errors.New("the log moved on")
@@ -176,7 +180,7 @@ func (l *Log) write(group []*op) {
 			return // every op was answered from the copy
 		}
 		start := time.Now()
-		last, err := l.publish(ctx, msgs, pos)
+		last, err := l.send(ctx, msgs, pos)
 		if l.opts.ObserveCommit != nil {
 			stats := store.CommitStats{Took: time.Since(start), Failed: err != nil && !errors.Is(err, errConflict)}
 			if err == nil {
@@ -196,6 +200,12 @@ func (l *Log) write(group []*op) {
 			return
 		}
 		l.settle(group, msgs, last)
+		// Every node's applier reads it now rather than at its next poll.
+		l.announce()
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
 		// The write is stored on a quorum whatever happens next; waiting
 		// for the local copy only lets this node's readers see it before
 		// the caller is answered.
@@ -446,11 +456,97 @@ func (l *Log) purgeEvents(ctx context.Context, stream string, below uint64) erro
 	return l.stream.Purge(ctx, jetstream.WithPurgeSubject(subjEvents+token(stream)), jetstream.WithPurgeSequence(below))
 }
 
+// attemptTimeout bounds one attempt to send a write. A stream leader that
+// dies with a write in hand never answers it: the write is sent again, and
+// found in the log if the first attempt landed after all, so a failover
+// costs a write about this long rather than the whole write timeout.
+const attemptTimeout = time.Second
+
+// send publishes msgs after position pos, again after an attempt that got
+// no answer, until ctx ends. Its first message carries a write id, by
+// which an attempt whose answer was lost is told from another node's
+// write when the next attempt finds the log moved on.
+func (l *Log) send(ctx context.Context, msgs []*nats.Msg, pos uint64) (uint64, error) {
+	id := nuid.Next()
+	msgs[0].Header.Set(hdrWrite, id)
+	unsure := false
+	for {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		last, err := l.publish(actx, msgs, pos)
+		cancel()
+		switch {
+		case err == nil:
+			return last, nil
+		case errors.Is(err, errConflict) && unsure:
+			landed, lerr := l.landed(ctx, pos+1, id)
+			if lerr != nil {
+				return 0, fmt.Errorf("%w: a write whose answer was lost could not be found: %w", ErrUnavailable, lerr)
+			}
+			if landed {
+				return pos + uint64(len(msgs)), nil
+			}
+			return 0, err
+		case errors.Is(err, errConflict):
+			return 0, err
+		case ctx.Err() != nil:
+			return 0, err
+		}
+		// No answer, or a refusal while the stream has no leader: the
+		// write may have landed unless nobody took it.
+		if !errors.Is(err, nats.ErrNoResponders) {
+			unsure = true
+		}
+		l.logger.Debug("write attempt failed; sending it again", "pos", pos, "err", err)
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return 0, err
+		}
+	}
+}
+
+// landed reports whether the message at seq is the first of the write id.
+func (l *Log) landed(ctx context.Context, seq uint64, id string) (bool, error) {
+	for {
+		msgs, err := l.getBatch(seq, 1)
+		if err == nil && len(msgs) == 1 {
+			got, _ := strconv.ParseUint(msgs[0].Header.Get("Nats-Sequence"), 10, 64)
+			if got == seq {
+				return msgs[0].Header.Get(hdrWrite) == id, nil
+			}
+			// A later message: the one at seq was removed already, which
+			// retention never does to a write this recent; not ours.
+			return false, nil
+		}
+		// No answer, or a replica that has not stored seq yet.
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			if err == nil {
+				err = ctx.Err()
+			}
+			return false, err
+		}
+	}
+}
+
 // publish sends msgs as one atomic batch written after position pos and
 // returns the sequence of its last message.
 func (l *Log) publish(ctx context.Context, msgs []*nats.Msg, pos uint64) (uint64, error) {
 	msgs[0].Header.Set("Nats-Expected-Last-Sequence", strconv.FormatUint(pos, 10))
 	last := msgs[len(msgs)-1]
+	// The answer to a request sent on a connection that then drops is lost
+	// with it (the server that would send it is often the one that went):
+	// give up then, not at the timeout. The outcome is unknown either way.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func(lost <-chan struct{}) {
+		select {
+		case <-lost:
+			cancel(errConnLost)
+		case <-ctx.Done():
+		}
+	}(l.connLost())
 	if len(msgs) > 1 {
 		batch := nuid.Next()
 		for i, m := range msgs {
@@ -466,6 +562,9 @@ func (l *Log) publish(ctx context.Context, msgs []*nats.Msg, pos uint64) (uint64
 	}
 	resp, err := l.nc.RequestMsgWithContext(ctx, last)
 	if err != nil {
+		if errors.Is(context.Cause(ctx), errConnLost) {
+			err = errConnLost
+		}
 		return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	var ack struct {
