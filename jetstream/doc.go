@@ -15,12 +15,14 @@
 // position is one number across every sselog stream.
 //
 // Each node keeps a local copy: a store.Log opened as a replica
-// (Options.Replica), to which the node's one ordered consumer applies every
-// message in sequence order. The copy's commit hooks feed the node's hub,
-// and every read (replay, history, merged feeds, stream info) is served by
-// the copy, so the hand-over from replay to the live tail is the standalone
-// log's, and replay runs at bbolt's speed. A node never opens a JetStream
-// consumer per client.
+// (Options.Replica), to which the node's one applier applies every message
+// in sequence order, reading them with JetStream's batched direct get
+// (apply.go: any replica answers, no consumer state, no meta leader) and
+// woken by each writer's announcement. The copy's commit hooks feed the
+// node's hub, and every read (replay, history, merged feeds, stream info)
+// is served by the copy, so the hand-over from replay to the live tail is
+// the standalone log's, and replay runs at bbolt's speed. A node opens no
+// JetStream consumer, let alone one per client.
 //
 // # Writes
 //
@@ -42,9 +44,12 @@
 // A write is answered once JetStream acknowledged it (stored on a quorum
 // of the stream's replicas; with the embedded server's default
 // sync_interval "always", fsynced on each of them first) and the node's
-// copy has applied it. A write not acknowledged within Options.Timeout is
-// answered store.ErrUnavailable: it may or may not be stored, and a retry
-// with the same idempotency key stores it once.
+// copy has applied it. An attempt without an answer within a second (a
+// stream leader that died with it) is sent again; its first message's
+// write id tells whether the first attempt landed after all. A write not
+// acknowledged within Options.Timeout is answered store.ErrUnavailable: it
+// may or may not be stored, and a retry with the same idempotency key
+// stores it once.
 //
 // # Ids
 //
