@@ -40,17 +40,14 @@ const (
 )
 
 func (l *Log) startApplier(context.Context) error {
-	wake := make(chan struct{}, 1)
-	sub, err := l.nc.Subscribe(subjWake, func(*nats.Msg) {
-		select {
-		case wake <- struct{}{}:
-		default:
-		}
+	wake := l.wake
+	sub, err := l.nc.Subscribe(subjWake, func(m *nats.Msg) {
+		seq, _ := strconv.ParseUint(string(m.Data), 10, 64)
+		l.announced(seq)
 	})
 	if err != nil {
 		return fmt.Errorf("jetstream: follow stream %s: %w", l.opts.Stream, err)
 	}
-	l.wake = wake
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
@@ -70,8 +67,25 @@ func (l *Log) startApplier(context.Context) error {
 	return nil
 }
 
-// announce wakes every node's applier after a write.
-func (l *Log) announce() { _ = l.nc.Publish(subjWake, nil) }
+// announce wakes every node's applier after a write that ends at seq.
+func (l *Log) announce(seq uint64) {
+	l.announced(seq)
+	_ = l.nc.Publish(subjWake, strconv.AppendUint(nil, seq, 10))
+}
+
+// announced records that the log reaches seq, and wakes the applier.
+func (l *Log) announced(seq uint64) {
+	for {
+		cur := l.target.Load()
+		if seq <= cur || l.target.CompareAndSwap(cur, seq) {
+			break
+		}
+	}
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
 
 // pendingWrite is the run of event messages the applier has read but not
 // yet applied: whole writes, so that a batch becomes visible at once.
@@ -101,6 +115,7 @@ func (l *Log) follow(wake <-chan struct{}) error {
 	poll := time.NewTicker(followPoll)
 	defer poll.Stop()
 	failures := 0
+	var lagging time.Duration
 	for {
 		next := max(l.local.Position(), p.last) + 1
 		msgs, err := l.getBatch(next, followBatch)
@@ -137,6 +152,19 @@ func (l *Log) follow(wake <-chan struct{}) error {
 		if len(msgs) == followBatch {
 			continue // more to read now
 		}
+		// A write was announced that the replica which answered has not
+		// stored yet (replicas follow the stream leader by a round):
+		// read again soon rather than at the next poll.
+		if len(msgs) == 0 && l.target.Load() > max(l.local.Position(), p.last) {
+			lagging = min(max(2*lagging, time.Millisecond), 50*time.Millisecond)
+			select {
+			case <-time.After(lagging):
+			case <-l.ctx.Done():
+				return nil
+			}
+			continue
+		}
+		lagging = 0
 		select {
 		case <-wake:
 		case <-poll.C:

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -80,9 +81,15 @@ type Log struct {
 	epoch  uint16
 	logger *slog.Logger
 
-	queue chan *op
+	queue   chan *op
+	answers chan answered // acknowledged writes, to the answerer
 
-	wake chan struct{} // wakes the applier; buffered, one slot
+	// inflight is owned by the writer: its acknowledged writes that the
+	// copy has not applied yet, oldest first.
+	inflight []acked
+
+	wake   chan struct{} // wakes the applier; buffered, one slot
+	target atomic.Uint64 // the newest position announced by a writer
 
 	mu       sync.Mutex
 	advance  chan struct{} // closed and replaced each time the position moves
@@ -146,16 +153,19 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		epoch:   epoch,
 		logger:  opts.Logger,
 		queue:   make(chan *op, 1024),
+		answers: make(chan answered, 64),
 		advance: make(chan struct{}),
 		lost:    make(chan struct{}),
+		wake:    make(chan struct{}, 1),
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	if err := l.startApplier(ctx); err != nil {
 		local.Close()
 		return nil, err
 	}
-	l.wg.Add(2)
+	l.wg.Add(3)
 	go l.writer()
+	go l.answerer()
 	go l.watchConn()
 	// A node serves once its copy holds what the log held when it
 	// started: before that every write would wait for it, and replays
@@ -186,9 +196,19 @@ func (l *Log) catchUp(ctx context.Context) error {
 
 // ensureStream finds or creates the JetStream stream and returns its
 // epoch, which a new stream draws at random.
+//
+// It waits as long as ctx lets it: a new cluster has no meta leader until
+// a majority of its nodes are up, and cannot place the stream's replicas
+// until as many nodes as Replicas are; nodes started one by one wait for
+// each other, saying so every few seconds.
 func ensureStream(ctx context.Context, js jetstream.JetStream, opts Options) (jetstream.Stream, uint16, error) {
-	ctx, cancel := context.WithTimeout(ctx, 4*opts.Timeout)
-	defer cancel()
+	said := time.Now()
+	waiting := func(err error) {
+		if time.Since(said) > 5*time.Second {
+			opts.Logger.Info("waiting for the cluster to place the log", "stream", opts.Stream, "replicas", opts.Replicas, "err", err)
+			said = time.Now()
+		}
+	}
 	for {
 		// A request sent before the cluster has a meta leader is never
 		// answered: each attempt gets its own short deadline.
@@ -209,6 +229,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, opts Options) (je
 			}
 			// A cluster still electing its meta leader answers with an
 			// error for a while: retry until the deadline.
+			waiting(err)
 			select {
 			case <-time.After(100 * time.Millisecond):
 				continue
@@ -238,6 +259,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, opts Options) (je
 		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			// A cluster that is still forming has too few peers to place
 			// the replicas: retry until the deadline.
+			waiting(err)
 			select {
 			case <-time.After(100 * time.Millisecond):
 			case <-ctx.Done():

@@ -229,13 +229,11 @@ func clusterOptions(cfg ServerConfig, opts *server.Options) ([]string, error) {
 	opts.Cluster = server.ClusterOpts{Name: cfg.ClusterName, Host: host, Port: port, NoAdvertise: true}
 
 	// NATS sizes JetStream's first meta group from the number of routes
-	// (each duplicate counts), and a route to itself counts as a peer: list
-	// ours as NATS's own examples do, unless the listen host is
-	// unspecified and our address as the peers know it is unknown.
+	// (each duplicate counts). A route to this node itself, as NATS's own
+	// examples list, made a fresh cluster of three with two nodes up elect
+	// no meta leader (measured: none in 40 s; without it, 0.6 s), so only
+	// the peers are listed.
 	peers := slices.Clone(cfg.ClusterPeers)
-	if !unspecified {
-		peers = append(peers, cfg.ClusterListen)
-	}
 	slices.Sort(peers)
 	peers = slices.Compact(peers)
 	var user *url.Userinfo

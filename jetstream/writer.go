@@ -110,6 +110,7 @@ func (l *Log) writer() {
 			case o = <-l.queue:
 			case <-l.ctx.Done():
 				l.drain()
+				close(l.answers)
 				return
 			}
 		}
@@ -133,8 +134,44 @@ func (l *Log) writer() {
 				}
 			}
 		}
-		l.write(group)
-		for _, o := range group {
+		if !l.write(group) {
+			for _, o := range group {
+				close(o.done)
+			}
+		}
+	}
+}
+
+// acked is a write this node's writer has had acknowledged and its copy
+// has not applied yet: the next write is decided on top of it, with what
+// it holds in hand (the copy cannot answer for it yet).
+type acked struct {
+	last  uint64         // its last message's sequence
+	ms    uint64         // its ids' milliseconds
+	keyed map[string]*op // its keyed requests, by stream and key name
+}
+
+// answered is an acknowledged write waiting for the copy before its
+// callers are answered.
+type answered struct {
+	group []*op
+	last  uint64
+}
+
+// answerer answers each acknowledged write once this node's copy holds it,
+// in order, so that the writer can decide the next write meanwhile.
+func (l *Log) answerer() {
+	defer l.wg.Done()
+	for a := range l.answers {
+		ctx, cancel := context.WithTimeout(l.ctx, l.opts.Timeout)
+		// The write is stored on a quorum whatever happens next; waiting
+		// for the copy only lets this node's readers see it before the
+		// caller is answered.
+		if err := l.waitApplied(ctx, a.last); err != nil && l.ctx.Err() == nil {
+			l.logger.Warn("acknowledged write not yet applied locally", "seq", a.last, "err", err)
+		}
+		cancel()
+		for _, o := range a.group {
 			close(o.done)
 		}
 	}
@@ -164,20 +201,39 @@ var errConnLost = errors.New("the connection to the cluster dropped before the a
 // position it was decided at.
 var errConflict = errors.New("the log moved on")
 
-// write decides group at the local copy's position, sends it, and retries
-// after a conflict, within the write timeout.
-func (l *Log) write(group []*op) {
+// write decides group at the log's position as this node knows it (its
+// copy's, or its own last acknowledged write's), sends it, and retries
+// after a conflict, within the write timeout. It reports whether it handed
+// the group to the answerer; if not, the group is answered.
+func (l *Log) write(group []*op) bool {
 	ctx, cancel := context.WithTimeout(l.ctx, l.opts.Timeout)
 	defer cancel()
 	for {
 		pos := l.local.Position()
+		// Writes of this node the copy has applied need no hand-holding.
+		for len(l.inflight) > 0 && l.inflight[0].last <= pos {
+			l.inflight = l.inflight[1:]
+		}
+		if n := len(l.inflight); n > 0 {
+			if group[0].kind != opAppend || l.opts.Store.MaxStreams > 0 {
+				// Trims, deletions and stream counts are decided on the
+				// copy itself: let it catch up with this node's writes.
+				if err := l.waitApplied(ctx, l.inflight[n-1].last); err != nil {
+					fail(group, fmt.Errorf("%w: waiting for this node's writes: %w", ErrUnavailable, err))
+					return false
+				}
+				l.inflight = nil
+				continue
+			}
+			pos = l.inflight[n-1].last
+		}
 		msgs, err := l.prepare(group, pos)
 		if err != nil {
 			fail(group, err)
-			return
+			return false
 		}
 		if len(msgs) == 0 {
-			return // every op was answered from the copy
+			return false // every op was answered from the copy
 		}
 		start := time.Now()
 		last, err := l.send(ctx, msgs, pos)
@@ -191,29 +247,41 @@ func (l *Log) write(group []*op) {
 		if errors.Is(err, errConflict) {
 			if werr := l.waitPast(ctx, pos); werr != nil {
 				fail(group, fmt.Errorf("%w: waiting for the writes of other nodes: %w", ErrUnavailable, werr))
-				return
+				return false
 			}
+			l.inflight = nil // the copy is past them all
 			continue
 		}
 		if err != nil {
+			// Whether it landed is unknown: decide the next write at the
+			// copy's position again, where JetStream tells.
+			l.inflight = nil
 			fail(group, err)
-			return
+			return false
 		}
 		l.settle(group, msgs, last)
 		// Every node's applier reads it now rather than at its next poll.
-		l.announce()
-		select {
-		case l.wake <- struct{}{}:
-		default:
+		l.announce(last)
+		if group[0].kind != opAppend {
+			if err := l.waitApplied(ctx, last); err != nil {
+				l.logger.Warn("acknowledged write not yet applied locally", "seq", last, "err", err)
+			}
+			l.afterWrite(group)
+			return false
 		}
-		// The write is stored on a quorum whatever happens next; waiting
-		// for the local copy only lets this node's readers see it before
-		// the caller is answered.
-		if err := l.waitApplied(ctx, last); err != nil {
-			l.logger.Warn("acknowledged write not yet applied locally", "seq", last, "err", err)
+		ms, _ := strconv.ParseUint(msgs[0].Header.Get(hdrMs), 10, 64)
+		a := acked{last: last, ms: ms}
+		for _, o := range group {
+			if o.sends && o.key != nil {
+				if a.keyed == nil {
+					a.keyed = make(map[string]*op)
+				}
+				a.keyed[o.stream+"\x00"+o.key.Name] = o
+			}
 		}
-		l.afterWrite(group)
-		return
+		l.inflight = append(l.inflight, a)
+		l.answers <- answered{group: group, last: last}
+		return true
 	}
 }
 
@@ -244,6 +312,9 @@ func (l *Log) prepare(group []*op, pos uint64) ([]*nats.Msg, error) {
 	if last := l.local.LastID(); !last.IsZero() {
 		ms = max(ms, idMs(last))
 	}
+	for _, a := range l.inflight {
+		ms = max(ms, a.ms)
+	}
 	msText := strconv.FormatUint(ms, 10)
 	var msgs []*nats.Msg
 	keys := make(map[string]*op) // keyed requests of this group
@@ -259,7 +330,7 @@ func (l *Log) prepare(group []*op, pos uint64) ([]*nats.Msg, error) {
 					// Decided when the first one's ids are known.
 					continue
 				}
-				ids, found, err := l.local.LookupKey(o.stream, *o.key)
+				ids, found, err := l.lookupKey(o.stream, *o.key)
 				if err != nil {
 					o.err = err
 					continue
@@ -347,6 +418,20 @@ type plan struct {
 	msg    int // its index in the group's messages
 	reqs   []request
 	events int
+}
+
+// lookupKey is store.Log.LookupKey over the copy and this node's writes
+// the copy has not applied yet, newest first.
+func (l *Log) lookupKey(stream string, key store.Key) ([]store.ID, bool, error) {
+	for i := len(l.inflight) - 1; i >= 0; i-- {
+		if o := l.inflight[i].keyed[stream+"\x00"+key.Name]; o != nil {
+			if o.key.Digest != key.Digest {
+				return nil, false, fmt.Errorf("%w: key %q in stream %s", store.ErrKeyReused, key.Name, stream)
+			}
+			return o.ids, true, nil
+		}
+	}
+	return l.local.LookupKey(stream, key)
 }
 
 // admit refuses an append that would create a stream beyond

@@ -55,6 +55,11 @@ func clusterFlags(fs *flag.FlagSet, c *clusterConfig) {
 func (c *clusterConfig) checkCluster() error {
 	switch c.backend {
 	case "bbolt":
+		// A unit file that forgot --backend jetstream must not run a
+		// standalone server beside the cluster, with a log of its own.
+		if f := c.jetstreamFlag(); f != "" {
+			return fmt.Errorf("%s needs --backend jetstream: with the bbolt backend it would be ignored", f)
+		}
 		return nil
 	case "jetstream":
 	default:
@@ -75,12 +80,46 @@ func (c *clusterConfig) checkCluster() error {
 	if c.replicas < 0 || c.replicas > 5 {
 		return errors.New("--replicas must be 1 to 5")
 	}
+	// JetStream refuses a stream with more replicas than servers, and
+	// every node would give up after its wait for the stream.
+	if nodes := 1 + len(c.clusterPeers); c.natsURL == "" && c.clusterListen == "" && c.replicas > 1 {
+		return fmt.Errorf("--replicas %d needs an embedded cluster (--cluster-listen): a single node keeps one copy", c.replicas)
+	} else if c.clusterListen != "" && c.replicas > nodes {
+		return fmt.Errorf("--replicas %d is more than the cluster's %d nodes (this one and --cluster-peers)", c.replicas, nodes)
+	}
 	if c.natsSync != "always" {
 		if d, err := time.ParseDuration(c.natsSync); err != nil || d <= 0 {
 			return fmt.Errorf("--nats-sync must be always or a positive interval, not %q", c.natsSync)
 		}
 	}
 	return nil
+}
+
+// jetstreamFlag names the first flag set that only the jetstream backend
+// reads, or returns "".
+func (c *clusterConfig) jetstreamFlag() string {
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"--nats-url", c.natsURL != ""},
+		{"--nats-creds", c.natsCreds != ""},
+		{"--nats-dir", c.natsDir != ""},
+		{"--nats-sync", c.natsSync != "always"},
+		{"--cluster-name", c.clusterName != ""},
+		{"--cluster-listen", c.clusterListen != ""},
+		{"--cluster-peers", len(c.clusterPeers) > 0},
+		{"--cluster-secret-file", c.clusterSecretFile != ""},
+		{"--cluster-tls-cert", c.clusterTLSCert != ""},
+		{"--cluster-tls-key", c.clusterTLSKey != ""},
+		{"--cluster-tls-ca", c.clusterTLSCA != ""},
+		{"--replicas", c.replicas != 0},
+	} {
+		if f.set {
+			return f.name
+		}
+	}
+	return ""
 }
 
 // eventLog is what the server needs of a backend.

@@ -31,6 +31,11 @@ const (
 // runs the tests cannot change what run does; tests that need them set
 // their own with t.Setenv.
 func TestMain(m *testing.M) {
+	// A child process (TestHelperServe) runs with the environment its
+	// test chose: the parent's was cleared before it started the child.
+	if _, child := os.LookupEnv(childArgsEnv); child {
+		os.Exit(m.Run())
+	}
 	for _, kv := range os.Environ() {
 		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "SSELOG_") {
 			os.Unsetenv(k)
