@@ -65,7 +65,7 @@ func errorStatus(err error) (status int, public string) {
 	case errors.Is(err, store.ErrUnavailable):
 		// The write may or may not be stored: a retry with the same
 		// Idempotency-Key stores it once.
-		return http.StatusServiceUnavailable, "the cluster did not acknowledge the write in time (it may or may not be stored); retry, with the same Idempotency-Key"
+		return http.StatusServiceUnavailable, "the cluster is unavailable, or this node is catching up with it; retry (a publish may or may not be stored: retry it with the same Idempotency-Key)"
 	case errors.Is(err, store.ErrClosed), errors.Is(err, stream.ErrClosed):
 		return http.StatusServiceUnavailable, "the server is shutting down; retry later"
 	case errors.Is(err, store.ErrWrite):

@@ -22,7 +22,7 @@ import (
 // holds, and replay reads the copy: a subscriber's hand-over from the log
 // to the live tail is the standalone log's, with no gap and no duplicate.
 //
-// Every writer announces its writes on subjWake once acknowledged, which
+// Every writer announces its writes on wakePrefix+stream once acknowledged, which
 // wakes every node's applier at once; a poll every followPoll covers a
 // lost announcement.
 
@@ -31,8 +31,8 @@ import (
 const maxApplyGroup = 8192
 
 const (
-	subjWake    = "sselog_wake" // outside the stream's subjects: never stored
-	followBatch = 512           // messages one read asks for
+	wakePrefix  = "sselog_wake." // + the JetStream stream's name; outside its subjects: never stored
+	followBatch = 512            // messages one read asks for
 	followPoll  = 250 * time.Millisecond
 	// partialWait is how long a write whose rest has not been read is
 	// held back: a replica that is behind may answer the next read.
@@ -41,7 +41,7 @@ const (
 
 func (l *Log) startApplier(context.Context) error {
 	wake := l.wake
-	sub, err := l.nc.Subscribe(subjWake, func(m *nats.Msg) {
+	sub, err := l.nc.Subscribe(wakePrefix+l.opts.Stream, func(m *nats.Msg) {
 		seq, _ := strconv.ParseUint(string(m.Data), 10, 64)
 		l.announced(seq)
 	})
@@ -70,7 +70,7 @@ func (l *Log) startApplier(context.Context) error {
 // announce wakes every node's applier after a write that ends at seq.
 func (l *Log) announce(seq uint64) {
 	l.announced(seq)
-	_ = l.nc.Publish(subjWake, strconv.AppendUint(nil, seq, 10))
+	_ = l.nc.Publish(wakePrefix+l.opts.Stream, strconv.AppendUint(nil, seq, 10))
 }
 
 // announced records that the log reaches seq, and wakes the applier.

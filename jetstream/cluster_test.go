@@ -131,11 +131,15 @@ func connect(t testing.TB, urls ...string) *nats.Conn {
 	return nc
 }
 
-func openTestLog(t testing.TB, nc *nats.Conn, path string, replicas int) *Log {
+func openTestLog(t testing.TB, nc *nats.Conn, path string, replicas int, mods ...func(*Options)) *Log {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	l, err := Open(ctx, Options{Conn: nc, Replica: path, Replicas: replicas, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	opts := Options{Conn: nc, Replica: path, Replicas: replicas, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))}
+	for _, mod := range mods {
+		mod(&opts)
+	}
+	l, err := Open(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

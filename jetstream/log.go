@@ -61,6 +61,10 @@ type Options struct {
 	// MaxBatch caps the requests of one write. Zero means
 	// DefaultMaxBatch.
 	MaxBatch int
+	// ReclaimDelay is how long the storage of a trim or deletion is kept
+	// in JetStream for copies that are behind (see reclaim.go). Zero means
+	// DefaultReclaimDelay.
+	ReclaimDelay time.Duration
 	// Now is the clock ids take their time from. Nil means time.Now.
 	Now func() time.Time
 	// Logger receives the backend's errors. Nil discards them.
@@ -87,6 +91,8 @@ type Log struct {
 	// inflight is owned by the writer: its acknowledged writes that the
 	// copy has not applied yet, oldest first.
 	inflight []acked
+
+	reclaims reclaims
 
 	wake   chan struct{} // wakes the applier; buffered, one slot
 	target atomic.Uint64 // the newest position announced by a writer
@@ -127,6 +133,9 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.ReclaimDelay <= 0 {
+		opts.ReclaimDelay = DefaultReclaimDelay
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -163,10 +172,11 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		local.Close()
 		return nil, err
 	}
-	l.wg.Add(3)
+	l.wg.Add(4)
 	go l.writer()
 	go l.answerer()
 	go l.watchConn()
+	go l.reclaimer()
 	// A node serves once its copy holds what the log held when it
 	// started: before that every write would wait for it, and replays
 	// would miss what it has not applied.
@@ -185,7 +195,12 @@ func (l *Log) catchUp(ctx context.Context) error {
 		return fmt.Errorf("jetstream: stream %s: %w: %w", l.opts.Stream, ErrUnavailable, err)
 	}
 	last := info.State.LastSeq
-	if pos := l.local.Position(); pos < last {
+	if pos := l.local.Position(); pos > last {
+		// The stream lost writes this copy holds (restored from an older
+		// snapshot, or a relaxed sync and a majority's power cut): the
+		// copy's ids would be handed out again for other events.
+		return fmt.Errorf("jetstream: this node's copy %s is at position %d, beyond the stream's last message %d: the stream was restored or lost writes; remove the copy to rebuild it from the stream", l.local.Path(), pos, last)
+	} else if pos < last {
 		l.logger.Info("catching up with the cluster's log", "position", pos, "last", last)
 	}
 	if err := l.waitApplied(ctx, last); err != nil {

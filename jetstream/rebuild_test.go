@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/sselog/sselog/store"
 )
 
@@ -20,7 +22,7 @@ func TestRebuildReplica(t *testing.T) {
 	c := startTestCluster(t, 1)
 	nc := connect(t, c.servers[0].ClientURL())
 	path := filepath.Join(t.TempDir(), "replica.db")
-	l := openTestLog(t, nc, path, 1)
+	l := openTestLog(t, nc, path, 1, func(o *Options) { o.ReclaimDelay = time.Millisecond })
 	ctx := context.Background()
 	var kept []store.ID
 	for i := range 30 {
@@ -52,13 +54,17 @@ func TestRebuildReplica(t *testing.T) {
 	// JetStream holds only what the copies need: the retained events, the
 	// message holding the low-water mark (it might hold retained events
 	// too), and the newest control message of each kind per stream.
-	info, err := l.stream.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State.Msgs != 10+1+1+1+1 {
-		t.Fatalf("JetStream holds %d messages, want 14 (10 events, the mark's, a trim, a deletion, and the policy: %+v)", info.State.Msgs, info.State)
-	}
+	var info *jetstream.StreamInfo
+	waitUntil(t, 10*time.Second, func() error {
+		var err error
+		if info, err = l.stream.Info(ctx); err != nil {
+			return err
+		}
+		if info.State.Msgs != 10+1+1+1+1 {
+			return fmt.Errorf("JetStream holds %d messages, want 14 (10 events, the mark's, a trim, a deletion, and the policy: %+v)", info.State.Msgs, info.State)
+		}
+		return nil
+	})
 	l.Close()
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)

@@ -233,7 +233,14 @@ func (l *Log) write(group []*op) bool {
 			return false
 		}
 		if len(msgs) == 0 {
-			return false // every op was answered from the copy
+			// Every op was answered from the copy; none may be left
+			// without an answer.
+			for _, o := range group {
+				if o.err == nil && o.ids == nil && o.kind == opAppend {
+					o.err = fmt.Errorf("%w: the request was not written", ErrUnavailable)
+				}
+			}
+			return false
 		}
 		start := time.Now()
 		last, err := l.send(ctx, msgs, pos)
@@ -266,7 +273,7 @@ func (l *Log) write(group []*op) bool {
 			if err := l.waitApplied(ctx, last); err != nil {
 				l.logger.Warn("acknowledged write not yet applied locally", "seq", last, "err", err)
 			}
-			l.afterWrite(group)
+			l.afterWrite(group, last)
 			return false
 		}
 		ms, _ := strconv.ParseUint(msgs[0].Header.Get(hdrMs), 10, 64)
@@ -339,11 +346,13 @@ func (l *Log) prepare(group []*op, pos uint64) ([]*nats.Msg, error) {
 					o.ids, o.replayed = ids, true
 					continue
 				}
-				keys[ks] = o
 			}
 			if err := l.admit(o, group); err != nil {
 				o.err = err
 				continue
+			}
+			if o.key != nil {
+				keys[o.stream+"\x00"+o.key.Name] = o
 			}
 			o.sends = true
 			// The group's requests to one stream share a message, up to
@@ -504,37 +513,34 @@ func (l *Log) settle(group []*op, msgs []*nats.Msg, last uint64) {
 	}
 }
 
-// afterWrite reclaims JetStream's storage once a trim, deletion or policy
-// is in the log: the events it removed, and the control messages it
-// supersedes. A failure costs only space until the next such write.
-func (l *Log) afterWrite(group []*op) {
+// afterWrite records a trim or deletion for reclaiming, and reclaims the
+// JetStream storage of what has waited out ReclaimDelay; a policy
+// supersedes the stream's earlier ones at once (a copy that misses one
+// reads the newer).
+func (l *Log) afterWrite(group []*op, last uint64) {
 	o := group[0]
 	if !o.sends {
 		return
 	}
-	ctx, cancel := context.WithTimeout(l.ctx, l.opts.Timeout)
-	defer cancel()
-	var err error
 	switch o.kind {
 	case opTrim:
 		// The message holding the mark may hold retained events too: it
 		// stays until a later trim passes it.
-		if err = l.purgeEvents(ctx, o.stream, idSeq(o.trimmed.LowWater)); err == nil {
-			err = l.stream.Purge(ctx, jetstream.WithPurgeSubject(subjCut+token(o.stream)), jetstream.WithPurgeKeep(1))
-		}
+		l.reclaims.add(o.stream, reclaim{record: last, below: idSeq(o.trimmed.LowWater), at: time.Now()})
 	case opDelete:
+		below := uint64(0)
 		if !o.lowWater.IsZero() {
-			err = l.purgeEvents(ctx, o.stream, idSeq(o.lowWater)+1)
+			below = idSeq(o.lowWater) + 1
 		}
-		if err == nil {
-			err = l.stream.Purge(ctx, jetstream.WithPurgeSubject(subjCut+token(o.stream)), jetstream.WithPurgeKeep(1))
-		}
+		l.reclaims.add(o.stream, reclaim{record: last, below: below, at: time.Now()})
 	case opPolicy:
-		err = l.stream.Purge(ctx, jetstream.WithPurgeSubject(subjPolicy+token(o.stream)), jetstream.WithPurgeKeep(1))
+		ctx, cancel := context.WithTimeout(l.ctx, l.opts.Timeout)
+		defer cancel()
+		if err := l.stream.Purge(ctx, jetstream.WithPurgeSubject(subjPolicy+token(o.stream)), jetstream.WithPurgeSequence(last)); err != nil {
+			l.logger.Warn("purge of superseded policies failed; the next one retries", "stream", o.stream, "err", err)
+		}
 	}
-	if err != nil {
-		l.logger.Warn("purge after write failed; the space is reclaimed by the next one", "stream", o.stream, "err", err)
-	}
+	l.reclaim(time.Now())
 }
 
 func (l *Log) purgeEvents(ctx context.Context, stream string, below uint64) error {
@@ -599,9 +605,9 @@ func (l *Log) landed(ctx context.Context, seq uint64, id string) (bool, error) {
 			if got == seq {
 				return msgs[0].Header.Get(hdrWrite) == id, nil
 			}
-			// A later message: the one at seq was removed already, which
-			// retention never does to a write this recent; not ours.
-			return false, nil
+			// A later message: the one at seq is gone already. It cannot
+			// be told whose it was, so the outcome stays unknown.
+			return false, fmt.Errorf("the message at %d is gone", seq)
 		}
 		// No answer, or a replica that has not stored seq yet.
 		select {

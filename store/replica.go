@@ -137,10 +137,12 @@ func (l *Log) ApplyDelete(ctx context.Context, pos uint64, stream string, lowWat
 	if err := l.enqueue(ctx, r); err != nil {
 		return err
 	}
-	if err := <-r.err; err != nil && !errors.Is(err, ErrStreamNotFound) {
+	if err := <-r.err; !errors.Is(err, ErrStreamNotFound) {
 		return err
 	}
-	return nil
+	// Nothing to delete (applied again after a crash): the position still
+	// moves, or the replicated log's next read would bring it back.
+	return l.Apply(ctx, pos, nil)
 }
 
 // ApplyTrim removes every event of stream at or below upTo, as Trim does,
