@@ -543,10 +543,6 @@ func (l *Log) afterWrite(group []*op, last uint64) {
 	l.reclaim(time.Now())
 }
 
-func (l *Log) purgeEvents(ctx context.Context, stream string, below uint64) error {
-	return l.stream.Purge(ctx, jetstream.WithPurgeSubject(subjEvents+token(stream)), jetstream.WithPurgeSequence(below))
-}
-
 // attemptTimeout bounds one attempt to send a write. A stream leader that
 // dies with a write in hand never answers it: the write is sent again, and
 // found in the log if the first attempt landed after all, so a failover
