@@ -1,6 +1,8 @@
 // Package bench is `sselog bench`: workloads that drive a running sselog
 // server over HTTP and report what they measured, as a small table or as
-// one JSON object per run.
+// one JSON object per run. With --target they drive another kind of
+// server the same way (a Mercure hub), each kind spoken to through an
+// adapter, so that the figures of the two can be set side by side.
 //
 // The tool shares the machine with the server, so it is built not to be
 // the bottleneck: subscribers are plain TCP connections with one goroutine
@@ -30,9 +32,17 @@ const (
 )
 
 // ErrCheck is returned when a run saw what must not happen: failed
-// requests, gaps, duplicates, ids out of order, broken connections. The
-// figures are still printed.
+// requests, gaps, duplicates, missing events, ids out of order, broken
+// connections. The figures are still printed.
 var ErrCheck = errors.New("bench: checks failed")
+
+// errNoSpawn is returned for --spawn with a target this executable cannot
+// start.
+var errNoSpawn = errors.New("--spawn starts sselog only: start the server yourself (bench/peers.sh does) and give --url, and --pid for its CPU time and memory")
+
+// errUnsupported is wrapped by the refusals of what a target has no
+// counterpart for.
+var errUnsupported = errors.New("no counterpart on this target")
 
 const usage = `Usage: sselog bench <workload> [flags]
 
@@ -46,6 +56,12 @@ Workloads:
 Each workload takes -h for its flags. --spawn starts a server of this
 executable on a free port with a temporary database, and stops it at the
 end; SSELOG_* environment variables reach it.
+
+--target mercure drives a Mercure hub at --url instead (with
+--mercure-jwt-key): publish, fanout, idle and replay, with the same
+payload and the same checks. Batch publishes, Idempotency-Key and
+fanout --merged have no Mercure counterpart and are refused.
+bench/peers.sh builds Mercure and runs both side by side.
 `
 
 // Run is `sselog bench`: args starts with the workload's name.
@@ -100,12 +116,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // common holds the flags every workload takes.
 type common struct {
-	url     string
-	stream  string
-	json    bool
-	spawn   bool
-	pid     int
-	timeout time.Duration
+	target   string
+	adapters []adapter // one of each kind, holding its own flags
+	url      string
+	stream   string
+	json     bool
+	spawn    bool
+	pid      int
+	timeout  time.Duration
 }
 
 // workload runs one measurement against e. It returns its report even when
@@ -113,9 +131,13 @@ type common struct {
 type workload func(ctx context.Context, e *env) (report, error)
 
 func newFlagSet(name string, stderr io.Writer, help string) (*flag.FlagSet, *common) {
-	c := &common{}
+	c := &common{adapters: newAdapters()}
 	fs := flag.NewFlagSet("sselog bench "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.StringVar(&c.target, "target", c.adapters[0].name(), "the kind of server at --url: "+adapterNames(c.adapters))
+	for _, a := range c.adapters {
+		a.addFlags(fs)
+	}
 	fs.StringVar(&c.url, "url", DefaultURL, "server base URL (ignored with --spawn)")
 	fs.StringVar(&c.stream, "stream", "", "stream to use, or with fanout --merged the prefix of the streams' names (default: a new bench-<random> stream per run)")
 	fs.BoolVar(&c.json, "json", false, "print one JSON object instead of a table")
@@ -131,7 +153,8 @@ func newFlagSet(name string, stderr io.Writer, help string) (*flag.FlagSet, *com
 
 // env is what a workload runs against.
 type env struct {
-	t       *target
+	t       *target // its adapter is e.t.a, its capabilities e.caps
+	caps    caps
 	pid     int // the server's process id, 0 when unknown
 	spawned *spawned
 	info    runInfo
@@ -143,9 +166,16 @@ func (c *common) start(ctx context.Context, workload string) (*env, error) {
 	if stream == "" {
 		stream = "bench-" + strings.ToLower(rand.Text()[:12])
 	}
-	e := &env{pid: c.pid, timeout: c.timeout}
+	a, err := pickAdapter(c.adapters, c.target)
+	if err != nil {
+		return nil, err
+	}
+	e := &env{pid: c.pid, timeout: c.timeout, caps: a.caps()}
 	base := c.url
 	if c.spawn {
+		if !e.caps.spawn {
+			return nil, fmt.Errorf("--target %s: %w", a.name(), errNoSpawn)
+		}
 		if c.pid != 0 {
 			return nil, errors.New("--spawn and --pid exclude each other")
 		}
@@ -155,7 +185,7 @@ func (c *common) start(ctx context.Context, workload string) (*env, error) {
 		}
 		e.spawned, e.pid, base = s, s.pid(), s.url
 	}
-	t, err := newTarget(base, stream)
+	t, err := newTarget(a, base, stream)
 	if err == nil {
 		err = t.health(ctx)
 	}
@@ -166,7 +196,7 @@ func (c *common) start(ctx context.Context, workload string) (*env, error) {
 		return nil, err
 	}
 	e.t = t
-	e.info = runInfo{Workload: workload, URL: t.base, Stream: stream, Spawned: c.spawn, ServerPID: e.pid}
+	e.info = runInfo{Workload: workload, Target: a.name(), URL: t.base, Stream: stream, Spawned: c.spawn, ServerPID: e.pid}
 	return e, nil
 }
 
@@ -181,6 +211,7 @@ func (e *env) stop() error {
 // runInfo opens every report.
 type runInfo struct {
 	Workload  string  `json:"workload"`
+	Target    string  `json:"target"`
 	URL       string  `json:"url"`
 	Stream    string  `json:"stream"`
 	Spawned   bool    `json:"spawned"`
@@ -236,7 +267,7 @@ func writeReport(w io.Writer, r report, asJSON bool) error {
 		return err
 	}
 	info := r.base()
-	rows := []row{{"workload", info.Workload}, {"server", info.URL}, {"stream", info.Stream}}
+	rows := []row{{"workload", info.Workload}, {"server", info.Target + " at " + info.URL}, {"stream", info.Stream}}
 	rows = append(rows, r.rows()...)
 	rows = append(rows, row{"client cpu", fmt.Sprintf("%.2f s", info.ClientCPU)})
 	if info.ServerPID != 0 {
@@ -270,6 +301,15 @@ func fmtCount(n int64) string {
 
 func fmtRate(perSec float64, unit string) string {
 	return fmtCount(int64(perSec+0.5)) + " " + unit + "/s"
+}
+
+// fmtOrder is the row of ids out of order: their count, or why there is
+// none.
+func fmtOrder(n int64, checked bool, target string) string {
+	if !checked {
+		return "not checked: " + target + "'s ids carry no order"
+	}
+	return fmtCount(n)
 }
 
 func fmtLatency(l latency) []row {

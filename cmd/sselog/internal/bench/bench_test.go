@@ -215,6 +215,23 @@ func TestFanout(t *testing.T) {
 	checkLatency(t, r.latency)
 }
 
+// With --deadline the publisher gives up on what is still due: here
+// nearly all of it. What was published is delivered in full, and the run
+// passes.
+func TestFanoutDeadline(t *testing.T) {
+	url := newServer(t)
+	r, err := runJSON[fanoutReport](t, "fanout", "--url", url, "--subscribers", "5", "--rate", "100", "--duration", "1m", "--deadline", "300ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Asked != 6000 || r.Published < 1 || r.Published > 100 || r.PublishSeconds > 30 {
+		t.Errorf("published %d of %d in %.2f s", r.Published, r.Asked, r.PublishSeconds)
+	}
+	if r.Deliveries != 5*r.Published || r.Expected != r.Deliveries || !r.Complete || r.Gaps != 0 {
+		t.Errorf("deliveries: %+v", r)
+	}
+}
+
 func TestReplay(t *testing.T) {
 	url := newServer(t)
 	r, err := runJSON[replayReport](t, "replay", "--url", url, "-n", "2000", "--batch", "300", "-c", "3")
@@ -227,8 +244,71 @@ func TestReplay(t *testing.T) {
 	if r.EventsPerSec <= 0 || r.Duration <= 0 || r.FirstEventMs <= 0 || r.Bytes < 2000*int64(r.Size) {
 		t.Errorf("figures: %+v", r)
 	}
-	if n := streamCount(t, url, r.Stream); n != 2000 {
+	if r.Connections != 1 || r.ServerEnded != 0 || r.Ended != endComplete || !r.OrderChecked {
+		t.Errorf("connections: %+v", r)
+	}
+	// The events and the one connection's marker.
+	if n := streamCount(t, url, r.Stream); n != 2000+r.Connections {
 		t.Errorf("the server holds %d events", n)
+	}
+}
+
+// A stream loaded once is read in separate runs (as around a restart),
+// over one connection and over connections the tool drops and resumes.
+func TestReplayPhases(t *testing.T) {
+	url := newServer(t)
+	args := []string{"replay", "--url", url, "--stream", "phases", "-n", "1000", "--batch", "70"}
+	r, err := runJSON[replayReport](t, append(args, "--phase", "load")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Phase != phaseLoad || r.LoadPerSec <= 0 || r.Received != 0 || r.Connections != 0 {
+		t.Errorf("load: %+v", r)
+	}
+	if n := streamCount(t, url, "phases"); n != 1000 {
+		t.Fatalf("the server holds %d events after loading", n)
+	}
+	tests := []struct {
+		name  string
+		args  []string
+		conns int64
+	}{
+		{"one connection", nil, 1},
+		// Each later connection also replays the markers of those before
+		// it, which are not counted.
+		{"dropped every 300 events", []string{"--drop-every", "300"}, 4},
+		{"resuming", []string{"--resume"}, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := runJSON[replayReport](t, append(append(args, "--phase", "read"), tc.args...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.LoadSeconds != 0 || r.Received != 1000 || r.Missing+r.Duplicates+r.Disordered+r.Malformed+r.Errors != 0 || r.Ended != endComplete {
+				t.Errorf("counts: %+v", r)
+			}
+			if r.Connections != tc.conns || r.ServerEnded != 0 {
+				t.Errorf("%d connections, %d ended by the server; want %d, 0", r.Connections, r.ServerEnded, tc.conns)
+			}
+		})
+	}
+}
+
+// A stream that holds fewer events than the read expects ends when the
+// marker arrives, with the rest counted missing: a failed check, not an
+// error of the tool, and no wait for the timeout.
+func TestReplayMissingEvents(t *testing.T) {
+	url := newServer(t)
+	if _, err := runJSON[replayReport](t, "replay", "--url", url, "--stream", "short", "-n", "100", "--phase", "load"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := runJSON[replayReport](t, "replay", "--url", url, "--stream", "short", "-n", "150", "--phase", "read", "--timeout", "1m")
+	if !errors.Is(err, ErrCheck) {
+		t.Fatalf("error %v, want ErrCheck", err)
+	}
+	if r.Received != 100 || r.Missing != 50 || r.Errors != 0 || r.Ended != endNoMore || r.Duration > 30 {
+		t.Errorf("counts: %+v", r)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -14,15 +13,19 @@ import (
 
 // target is the server and stream a run drives.
 type target struct {
-	base       string // http://host:port, no trailing slash
-	hostPort   string // for dialing
+	a          adapter // the kind of server
+	base       string  // http://host:port, no trailing slash
+	hostPort   string  // for dialing
 	hostHeader string
 	stream     string
-	eventsPath string
-	client     *http.Client // for the health check
+	// publishPath and subscribePath are the request targets of a publish
+	// to the stream and of a subscription to it.
+	publishPath   string
+	subscribePath string
+	client        *http.Client // for the health check
 }
 
-func newTarget(base, stream string) (*target, error) {
+func newTarget(a adapter, base, stream string) (*target, error) {
 	u, err := url.Parse(base)
 	if err != nil {
 		return nil, fmt.Errorf("--url: %w", err)
@@ -35,22 +38,16 @@ func newTarget(base, stream string) (*target, error) {
 		hostPort = net.JoinHostPort(u.Hostname(), "80")
 	}
 	u.Path, u.RawPath, u.RawQuery, u.Fragment = "", "", "", ""
-	b := u.String()
-	path := eventsPath(stream)
 	return &target{
-		base:       b,
-		hostPort:   hostPort,
-		hostHeader: u.Host,
-		stream:     stream,
-		eventsPath: path,
-		client:     newHTTPClient(),
+		a:             a,
+		base:          u.String(),
+		hostPort:      hostPort,
+		hostHeader:    u.Host,
+		stream:        stream,
+		publishPath:   a.publishPath(stream),
+		subscribePath: a.subscribePath(stream),
+		client:        newHTTPClient(),
 	}, nil
-}
-
-// eventsPath is the path of a stream's events: publish to it, subscribe to
-// it alone.
-func eventsPath(stream string) string {
-	return "/v1/streams/" + url.PathEscape(stream) + "/events"
 }
 
 // newHTTPClient returns the client of the tool's few ordinary requests
@@ -68,7 +65,8 @@ func (t *target) close() {
 	t.client.CloseIdleConnections()
 }
 
-// publishError is a publish answered with something other than 201.
+// publishError is a publish answered with a status that does not say the
+// events were stored.
 type publishError struct {
 	status int
 	body   string
@@ -82,20 +80,16 @@ func (e *publishError) Error() string {
 func (t *target) health(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.base+"/healthz", nil)
-	if err != nil {
-		return err
+	return t.a.health(ctx, t.client, t.base)
+}
+
+// maxBatch is the most events one publish request carries to t: want, or
+// 1 where the server has no batch publish.
+func (t *target) maxBatch(want int) int {
+	if !t.a.caps().batch {
+		return 1
 	}
-	resp, err := t.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("server at %s: %w", t.base, err)
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("server at %s: /healthz answered %s", t.base, resp.Status)
-	}
-	return nil
+	return want
 }
 
 // eventBuilder writes the events the tool publishes. Each event's data is a
@@ -111,10 +105,18 @@ func newEventBuilder(size int) *eventBuilder {
 	return &eventBuilder{size: size, pad: bytes.Repeat([]byte("x"), max(size, 0))}
 }
 
-// appendEvent appends one event object; t < 0 or n < 0 leaves that member
-// out.
+// appendEvent appends one sselog event object: type "bench" and the data
+// of appendData.
 func (b *eventBuilder) appendEvent(dst []byte, t, n int64) []byte {
-	dst = append(dst, `{"type":"bench","data":{`...)
+	dst = append(dst, `{"type":"bench","data":`...)
+	dst = b.appendData(dst, t, n)
+	return append(dst, '}')
+}
+
+// appendData appends one event's data: the flat object of at least b.size
+// bytes that every target is sent. t < 0 or n < 0 leaves that member out.
+func (b *eventBuilder) appendData(dst []byte, t, n int64) []byte {
+	dst = append(dst, '{')
 	start := len(dst)
 	comma := false
 	if t >= 0 {
@@ -145,7 +147,7 @@ func (b *eventBuilder) appendEvent(dst []byte, t, n int64) []byte {
 		dst = append(dst, b.pad[:pad]...)
 		dst = append(dst, '"')
 	}
-	return append(dst, "}}"...)
+	return append(dst, '}')
 }
 
 // appendBatch appends a request body of count events numbered from n (or

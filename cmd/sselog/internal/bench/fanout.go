@@ -28,6 +28,7 @@ type fanoutConfig struct {
 	subscribers int
 	rate        float64
 	duration    time.Duration
+	deadline    time.Duration // 0: publish every event, however late
 	size        int
 	merged      bool
 	streams     int // 0: DefaultMergedStreams with merged
@@ -41,7 +42,9 @@ const (
 )
 
 const fanoutHelp = `Subscribers connect first; then one publisher sends --rate events/s for --duration
-(catching up in batches when behind), each event carrying its send time and sequence number.
+(catching up in batches when behind, or one event per request to a server without batches;
+with --deadline it gives up on what is still due then), each event carrying its send time
+and sequence number.
 Reports deliveries/s, publish-to-receive latency, and any gap or duplicate (there must be none).
 
 With --merged the publisher spreads the events round-robin over --streams streams
@@ -58,6 +61,7 @@ func fanoutFlags(stderr io.Writer) (*flag.FlagSet, *common, workload) {
 	fs.IntVar(&f.subscribers, "subscribers", 100, "concurrent subscribers")
 	fs.Float64Var(&f.rate, "rate", 100, "events published per second")
 	fs.DurationVar(&f.duration, "duration", 10*time.Second, "how long to publish")
+	fs.DurationVar(&f.deadline, "deadline", 0, "stop publishing this long after the start even with events still due, for a server that cannot keep up (0: publish them all, however long it takes)")
 	fs.IntVar(&f.size, "size", 0, "pad each event's data to this many bytes (0: no padding, about 40 bytes)")
 	fs.BoolVar(&f.merged, "merged", false, "spread the events over --streams streams and subscribe to --per-subscriber of them each, on /v1/events")
 	fs.IntVar(&f.streams, "streams", 0, fmt.Sprintf("with --merged: streams the events are spread over (0: %d)", DefaultMergedStreams))
@@ -74,6 +78,7 @@ type fanoutReport struct {
 	Rate             float64 `json:"rate_per_s"`
 	Size             int     `json:"size_bytes"`
 	ConnectSeconds   float64 `json:"connect_s"`
+	Asked            int64   `json:"asked"` // rate × duration
 	Published        int64   `json:"published"`
 	PublishRequests  int64   `json:"publish_requests"`
 	PublishErrors    int64   `json:"publish_errors"`
@@ -84,14 +89,17 @@ type fanoutReport struct {
 	Duration         float64 `json:"duration_s"`
 	DeliveriesPerSec float64 `json:"deliveries_per_s"`
 	latency
-	Gaps       int64  `json:"gaps"`
-	Duplicates int64  `json:"duplicates"`
-	Disordered int64  `json:"ids_out_of_order"`
-	Malformed  int64  `json:"malformed"`
-	Foreign    int64  `json:"foreign_events"` // events of streams the subscriber did not follow
-	Errors     int64  `json:"errors"`
-	Complete   bool   `json:"complete"`
-	FirstError string `json:"first_error,omitempty"`
+	Gaps       int64 `json:"gaps"`
+	Duplicates int64 `json:"duplicates"`
+	// OrderChecked is false where the server's ids carry no order; then
+	// Disordered is not counted.
+	OrderChecked bool   `json:"order_checked"`
+	Disordered   int64  `json:"ids_out_of_order"`
+	Malformed    int64  `json:"malformed"`
+	Foreign      int64  `json:"foreign_events"` // events of streams the subscriber did not follow
+	Errors       int64  `json:"errors"`
+	Complete     bool   `json:"complete"`
+	FirstError   string `json:"first_error,omitempty"`
 }
 
 func (r *fanoutReport) base() *runInfo { return &r.runInfo }
@@ -104,7 +112,7 @@ func (r *fanoutReport) rows() []row {
 		rows = append(rows, row{"streams", fmt.Sprintf("%s.0 to %s.%d, %d per subscriber, merged on /v1/events", r.Stream, r.Stream, r.Streams-1, r.PerSubscriber)})
 	}
 	rows = append(rows,
-		row{"published", fmt.Sprintf("%s events in %.2f s at %g/s target, %s requests, p99 %.3f ms", fmtCount(r.Published), r.PublishSeconds, r.Rate, fmtCount(r.PublishRequests), r.PublishP99)},
+		row{"published", fmt.Sprintf("%s of %s events in %.2f s at %g/s target, %s requests, p99 %.3f ms", fmtCount(r.Published), fmtCount(r.Asked), r.PublishSeconds, r.Rate, fmtCount(r.PublishRequests), r.PublishP99)},
 		row{"deliveries", fmt.Sprintf("%s of %s in %.2f s", fmtCount(r.Deliveries), fmtCount(r.Expected), r.Duration)},
 		row{"throughput", fmtRate(r.DeliveriesPerSec, "deliveries")},
 	)
@@ -112,7 +120,7 @@ func (r *fanoutReport) rows() []row {
 	rows = append(rows,
 		row{"gaps", fmtCount(r.Gaps)},
 		row{"duplicates", fmtCount(r.Duplicates)},
-		row{"ids out of order", fmtCount(r.Disordered)},
+		row{"ids out of order", fmtOrder(r.Disordered, r.OrderChecked, r.Target)},
 	)
 	if r.Merged {
 		rows = append(rows, row{"foreign events", fmtCount(r.Foreign)})
@@ -197,10 +205,12 @@ func (s *follower) follow(g *group, c *sseConn, l *layout) {
 			s.foreign++
 			continue
 		}
-		if bytes.Compare(f.id, s.lastID) <= 0 {
-			s.disordered++
+		if l.ordered {
+			if bytes.Compare(f.id, s.lastID) <= 0 {
+				s.disordered++
+			}
+			s.lastID = append(s.lastID[:0], f.id...)
 		}
-		s.lastID = append(s.lastID[:0], f.id...)
 		last := s.lasts[k].Load()
 		if n <= last {
 			s.duplicates++
@@ -226,10 +236,13 @@ func (s *follower) done(l *layout, sent int64) bool {
 }
 
 func runFanout(ctx context.Context, e *env, f *fanoutConfig) (report, error) {
-	if f.subscribers < 1 || f.rate <= 0 || f.duration <= 0 || f.size < 0 {
-		return nil, errors.New("fanout: --subscribers, --rate and --duration must be positive, --size not negative")
+	if f.subscribers < 1 || f.rate <= 0 || f.duration <= 0 || f.size < 0 || f.deadline < 0 {
+		return nil, errors.New("fanout: --subscribers, --rate and --duration must be positive, --size and --deadline not negative")
 	}
-	l, err := newLayout(e.info.Stream, f)
+	if f.merged && !e.caps.merged {
+		return nil, fmt.Errorf("fanout --merged: %s has no merged subscriptions: %w", e.info.Target, errUnsupported)
+	}
+	l, err := newLayout(e.t.a, e.info.Stream, f)
 	if err != nil {
 		return nil, fmt.Errorf("fanout: %w", err)
 	}
@@ -251,11 +264,15 @@ func runFanout(ctx context.Context, e *env, f *fanoutConfig) (report, error) {
 		return nil, fmt.Errorf("fanout: %w", err)
 	}
 	r := &fanoutReport{runInfo: e.info, Subscribers: f.subscribers, Merged: l.merged, Streams: len(l.names), PerSubscriber: l.perSub,
-		Rate: f.rate, Size: f.size, ConnectSeconds: time.Since(connectStart).Seconds()}
+		Rate: f.rate, Size: f.size, ConnectSeconds: time.Since(connectStart).Seconds(), OrderChecked: l.ordered, Asked: total}
 
 	cpu := startCPU(e.pid)
 	start := time.Now()
-	pub := pace(ctx, newPoster(e.t, e.timeout), newEventBuilder(f.size), l, f.rate, total, start)
+	var deadline time.Time
+	if f.deadline > 0 {
+		deadline = start.Add(f.deadline)
+	}
+	pub := pace(ctx, newPoster(e.t, e.timeout), newEventBuilder(f.size), l, f.rate, total, start, deadline)
 	r.Published, r.PublishRequests, r.PublishErrors = pub.sent, pub.requests, pub.errors
 	r.PublishSeconds = time.Since(start).Seconds()
 	r.PublishP99 = pub.h.summary().P99
@@ -323,17 +340,21 @@ type paced struct {
 // event n to stream n mod S of l: on each tick it sends the events that
 // fell due since the last request, in one request per stream (so that each
 // stream's events go in order), each carrying the time its request was
-// sent. It stops at the first failed publish: the events after it could
-// not be told apart from gaps. The events of a tick that fails are not
-// counted as sent, even those of its streams that went before.
-func pace(ctx context.Context, pp *poster, b *eventBuilder, l *layout, rate float64, total int64, start time.Time) *paced {
+// sent. Where the server has no batch publish, a tick sends at most one
+// event per stream, and the next follows at once while events are due. It
+// stops at the first failed publish: the events after it could not be told
+// apart from gaps. The events of a tick that fails are not counted as
+// sent, even those of its streams that went before. With a deadline it
+// also stops, between ticks, once the deadline has passed.
+func pace(ctx context.Context, pp *poster, b *eventBuilder, l *layout, rate float64, total int64, start, deadline time.Time) *paced {
 	defer pp.close()
 	p := &paced{}
 	tick := max(time.Duration(float64(time.Second)/rate), minTick)
 	ticker := time.NewTicker(tick)
 	defer ticker.Stop()
 	var body []byte
-	for p.sent < total {
+	a, perRequest := pp.t.a, int64(pp.t.maxBatch(maxCatchUp))
+	for p.sent < total && (deadline.IsZero() || time.Now().Before(deadline)) {
 		due := min(total, int64(time.Since(start).Seconds()*rate)+1)
 		if due <= p.sent {
 			select {
@@ -343,15 +364,16 @@ func pace(ctx context.Context, pp *poster, b *eventBuilder, l *layout, rate floa
 			}
 			continue
 		}
-		count := min(due-p.sent, maxCatchUp)
 		stride := l.stride()
+		count := min(due-p.sent, maxCatchUp, stride*perRequest)
 		end := p.sent + count
 		for first := p.sent; first < min(end, p.sent+stride); first++ {
 			// The stream's share of the due events: first, first+S, ...
 			n := (end - first + stride - 1) / stride
-			pp.to(l.paths[first%stride])
+			j := first % stride
+			pp.to(l.paths[j])
 			t0 := time.Now()
-			body = b.appendStrided(body[:0], int(n), t0.UnixNano(), first, stride)
+			body = a.appendPublish(body[:0], l.names[j], b, int(n), t0.UnixNano(), first, stride)
 			_, err := pp.publish(ctx, body)
 			p.requests++
 			if err != nil {

@@ -21,29 +21,33 @@ const maxPerSubscriber = 64
 // stream's own endpoint.
 type layout struct {
 	merged bool
-	names  []string // the streams, by index
-	paths  []string // each stream's events path, to publish to
-	perSub int      // streams per subscriber
+	// ordered: the server's ids increase in the order events are stored,
+	// so that a subscriber checks that the ids it receives do.
+	ordered bool
+	names   []string // the streams, by index
+	paths   []string // each stream's events path, to publish to
+	perSub  int      // streams per subscriber
 }
 
 // newLayout reads the layout from f's flags: base is the name of the one
-// stream, or with --merged the prefix of base.0, base.1, ...
-func newLayout(base string, f *fanoutConfig) (*layout, error) {
+// stream, or with --merged the prefix of base.0, base.1, ... Paths are a's.
+func newLayout(a adapter, base string, f *fanoutConfig) (*layout, error) {
+	ordered := a.caps().orderedIDs
 	if !f.merged {
 		if f.streams != 0 || f.perSub != 0 {
 			return nil, errors.New("--streams and --per-subscriber need --merged")
 		}
-		return &layout{names: []string{base}, paths: []string{eventsPath(base)}, perSub: 1}, nil
+		return &layout{ordered: ordered, names: []string{base}, paths: []string{a.publishPath(base)}, perSub: 1}, nil
 	}
 	streams, perSub := cmp.Or(f.streams, DefaultMergedStreams), cmp.Or(f.perSub, DefaultPerSubscriber)
 	if streams < 1 || perSub < 1 || perSub > streams || perSub > maxPerSubscriber {
 		return nil, fmt.Errorf("--streams must be positive, --per-subscriber from 1 to --streams and at most %d", maxPerSubscriber)
 	}
-	l := &layout{merged: true, perSub: perSub}
+	l := &layout{merged: true, ordered: ordered, perSub: perSub}
 	for j := range streams {
 		name := base + "." + strconv.Itoa(j)
 		l.names = append(l.names, name)
-		l.paths = append(l.paths, eventsPath(name))
+		l.paths = append(l.paths, a.publishPath(name))
 	}
 	return l, nil
 }

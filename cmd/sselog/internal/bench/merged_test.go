@@ -61,7 +61,7 @@ func TestLayout(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			l, err := newLayout("b", &fanoutConfig{merged: true, streams: tc.streams, perSub: tc.perSub})
+			l, err := newLayout(&sselogAdapter{}, "b", &fanoutConfig{merged: true, streams: tc.streams, perSub: tc.perSub})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -126,7 +126,7 @@ func TestLayoutFlags(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			l, err := newLayout("b", &tc.f)
+			l, err := newLayout(&sselogAdapter{}, "b", &tc.f)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -215,7 +215,7 @@ func TestFollowerChecks(t *testing.T) {
 		{"no envelope", []string{"id: A1\nevent: bench\ndata: {\"t\":1,\"n\":1}\n\n"}, followerCounts{malformed: 1}, [2]int64{-3, -1}},
 		{"a reset", []string{"event: reset\ndata: {\"stream\":\"b.1\",\"reason\":\"deleted\"}\n\n"}, followerCounts{malformed: 1}, [2]int64{-3, -1}},
 	}
-	l := &layout{merged: true, names: []string{"b.0", "b.1", "b.2", "b.3"}, perSub: 2}
+	l := &layout{merged: true, ordered: true, names: []string{"b.0", "b.1", "b.2", "b.3"}, perSub: 2}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var s follower

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/http/httputil"
 	"strconv"
 	"time"
@@ -40,14 +39,14 @@ type poster struct {
 }
 
 func newPoster(t *target, timeout time.Duration) *poster {
-	p := &poster{t: t, timeout: timeout, path: t.eventsPath}
-	p.head = fmt.Appendf(nil, " HTTP/1.1\r\nHost: %s\r\nUser-Agent: sselog-bench\r\nContent-Type: application/json\r\nContent-Length: ",
-		t.hostHeader)
+	p := &poster{t: t, timeout: timeout, path: t.publishPath}
+	p.head = fmt.Appendf(nil, " HTTP/1.1\r\nHost: %s\r\nUser-Agent: sselog-bench\r\n%sContent-Length: ",
+		t.hostHeader, t.a.publishHeader())
 	return p
 }
 
-// to makes the following requests publish to the stream whose events path
-// is path (see target.eventsPath); one connection serves every stream.
+// to makes the following requests go to path (the adapter's publishPath
+// of the stream they publish to); one connection serves every stream.
 func (p *poster) to(path string) { p.path = path }
 
 func (p *poster) close() {
@@ -102,7 +101,7 @@ func (p *poster) publish(ctx context.Context, body []byte) ([]byte, error) {
 	if !keep {
 		p.close()
 	}
-	if status != http.StatusCreated {
+	if !p.t.a.stored(status) {
 		return answer, &publishError{status: status, body: string(bytes.TrimSpace(answer))}
 	}
 	if p.replayed {

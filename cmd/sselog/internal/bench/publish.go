@@ -30,11 +30,11 @@ func publishFlags(stderr io.Writer) (*flag.FlagSet, *common, workload) {
 	fs, c := newFlagSet("publish", stderr, "Concurrent publishers POST events as fast as they are acknowledged, for --duration\nor until -n events. Reports events/s and the latency of acknowledged publishes.")
 	p := &publishConfig{}
 	fs.IntVar(&p.publishers, "c", 32, "concurrent publishers (one connection each)")
-	fs.IntVar(&p.batch, "batch", 1, "events per request (1: one event object, more: an array)")
+	fs.IntVar(&p.batch, "batch", 1, "events per request (1: one event object, more: an array; sselog only)")
 	fs.IntVar(&p.size, "size", DefaultSize, "bytes of each event's data (compact JSON)")
 	fs.DurationVar(&p.duration, "duration", 10*time.Second, "how long to publish (ignored with -n)")
 	fs.Int64Var(&p.events, "n", 0, "publish this many events (rounded up to whole batches) instead of for --duration")
-	fs.BoolVar(&p.keys, "idempotency", false, "send a new Idempotency-Key with every request (a repeat answer fails the run)")
+	fs.BoolVar(&p.keys, "idempotency", false, "send a new Idempotency-Key with every request (a repeat answer fails the run; sselog only)")
 	return fs, c, func(ctx context.Context, e *env) (report, error) { return runPublish(ctx, e, p) }
 }
 
@@ -91,8 +91,14 @@ func runPublish(ctx context.Context, e *env, p *publishConfig) (report, error) {
 	if p.events == 0 && p.duration <= 0 {
 		return nil, errors.New("publish: --duration must be positive (or give -n)")
 	}
+	if p.batch > 1 && !e.caps.batch {
+		return nil, fmt.Errorf("publish --batch: %s publishes one event per request: %w", e.info.Target, errUnsupported)
+	}
+	if p.keys && !e.caps.idempotency {
+		return nil, fmt.Errorf("publish --idempotency: %s takes no Idempotency-Key: %w", e.info.Target, errUnsupported)
+	}
 	b := newEventBuilder(p.size)
-	body := b.appendBatch(nil, p.batch, -1, -1)
+	body := e.t.a.appendPublish(nil, e.t.stream, b, p.batch, -1, -1, 1)
 	limit := int64(-1) // requests, when -n is given
 	if p.events > 0 {
 		limit = (p.events + int64(p.batch) - 1) / int64(p.batch)

@@ -171,11 +171,12 @@ type sseConn struct {
 // dialSSE opens a subscription over a plain TCP connection rather than
 // through an http.Transport, which would add two goroutines and two buffers
 // per connection: that counts at ten thousand subscribers. resume is the
-// Last-Event-ID to send, "" for none; path is the request target (a
-// stream's events, or the merged endpoint with its query); bufSize sizes
-// each of the two read buffers. It returns once the first block, the retry hint that sselog
-// flushes at once, has arrived: by then the server has registered the
-// subscriber. ctx's deadline bounds all of it.
+// Last-Event-ID to send, "" for none; path is the request target (the
+// stream's subscribePath, or sselog's merged endpoint with its query);
+// bufSize sizes each of the two read buffers. It returns once the server
+// has shown that it registered the subscriber (see adapter.registered):
+// every event stored from then on is delivered. ctx's deadline bounds all
+// of it.
 func dialSSE(ctx context.Context, t *target, path, resume string, bufSize int) (*sseConn, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", t.hostPort)
@@ -212,12 +213,8 @@ func dialSSE(ctx context.Context, t *target, path, resume string, bufSize int) (
 		return nil, fmt.Errorf("subscribe: %s: %s", resp.Status, bytes.TrimSpace(body))
 	}
 	c := &sseConn{conn: conn, p: newParser(resp.Body, bufSize)}
-	var f frame
-	if err := c.p.next(&f); err != nil {
-		return nil, fmt.Errorf("subscribe: first block: %w", err)
-	}
-	if f.retry < 0 || f.hasData {
-		return nil, fmt.Errorf("subscribe: first block is not a retry hint (retry %d, data %q)", f.retry, f.data)
+	if err := t.a.registered(c.p); err != nil {
+		return nil, fmt.Errorf("subscribe: %w", err)
 	}
 	conn.SetDeadline(time.Time{})
 	ok = true

@@ -55,7 +55,7 @@ func openGroup(ctx context.Context, e *env, n int, path func(i int) string, read
 		g.wg.Add(1)
 		go func() {
 			defer g.wg.Done()
-			p := e.t.eventsPath
+			p := e.t.subscribePath
 			if path != nil {
 				p = path(i)
 			}
