@@ -19,6 +19,7 @@
 #   REPLAY=1000000          events published, then replayed
 #   DURATION=10s            each publish and fan-out run
 #   KEEP=1                  keep the work directory (nodes' logs, JSON)
+#   NODE_FLAGS="--nats-sync 1s"  more flags for every node
 #
 # It needs go, curl and jq. A run takes about 5 minutes on 2 cores.
 set -euo pipefail
@@ -52,9 +53,10 @@ start() { # start node i (0-based)
 	for j in 0 1 2; do
 		[ "$j" = "$i" ] || peers="$peers,127.0.0.1:${route[$j]}"
 	done
+	# shellcheck disable=SC2086
 	"$SSELOG" serve --backend jetstream --addr "127.0.0.1:${http[$i]}" --db "$work/n$i/replica.db" \
 		--cluster-name bench --cluster-listen "127.0.0.1:${route[$i]}" --cluster-peers "${peers#,}" \
-		--log-level info > "$work/n$i.log" 2>&1 &
+		--log-level info ${NODE_FLAGS:-} > "$work/n$i.log" 2>&1 &
 	pids[$i]=$!
 }
 ready() { # wait for node i to serve
