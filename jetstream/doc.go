@@ -68,9 +68,10 @@
 // Trims are decided on a copy (store.Log.PlanTrim, from the same limits as
 // the standalone worker), written as a control message naming the newest
 // removed id, applied by every copy in order, then purged from JetStream
+// by the node that wrote it once ReclaimDelay has passed (reclaim.go),
 // with older control messages of the stream (the message holding the mark
-// stays until a later trim passes it, as it may hold retained events). JetStream's own limits
-// (MaxAge, MaxMsgsPerSubject) are not used: they remove messages without a
+// stays until a later trim passes it, as it may hold retained events).
+// JetStream's own limits (MaxAge, MaxMsgsPerSubject) are not used: they remove messages without a
 // record in the log, and a copy could not tell a client its exact
 // low-water mark. A copy rebuilt from the stream keeps every low-water
 // mark and tombstone, since the newest control message of each stream is

@@ -92,7 +92,8 @@ type Log struct {
 	// copy has not applied yet, oldest first.
 	inflight []acked
 
-	reclaims reclaims
+	reclaims   reclaims
+	reclaimNow chan struct{} // wakes the reclaimer; buffered, one slot
 
 	wake   chan struct{} // wakes the applier; buffered, one slot
 	target atomic.Uint64 // the newest position announced by a writer
@@ -166,6 +167,8 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		advance: make(chan struct{}),
 		lost:    make(chan struct{}),
 		wake:    make(chan struct{}, 1),
+
+		reclaimNow: make(chan struct{}, 1),
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	if err := l.startApplier(ctx); err != nil {
@@ -203,6 +206,8 @@ func (l *Log) catchUp(ctx context.Context) error {
 	} else if pos < last {
 		l.logger.Info("catching up with the cluster's log", "position", pos, "last", last)
 	}
+	// Read at once, and again without pause while short of last.
+	l.announced(last)
 	if err := l.waitApplied(ctx, last); err != nil {
 		return fmt.Errorf("jetstream: catching up to %d from %d: %w", last, l.local.Position(), err)
 	}

@@ -76,7 +76,11 @@ func (r *reclaims) due(now time.Time, delay time.Duration) map[string]reclaim {
 func (l *Log) reclaim(now time.Time) {
 	for name, c := range l.reclaims.due(now, l.opts.ReclaimDelay) {
 		ctx, cancel := context.WithTimeout(l.ctx, l.opts.Timeout)
-		err := l.stream.Purge(ctx, jetstream.WithPurgeSubject(subjEvents+token(name)), jetstream.WithPurgeSequence(c.below))
+		var err error
+		// Sequence 0 would purge the whole subject (nats.go omits it).
+		if c.below > 0 {
+			err = l.stream.Purge(ctx, jetstream.WithPurgeSubject(subjEvents+token(name)), jetstream.WithPurgeSequence(c.below))
+		}
 		if err == nil {
 			err = l.stream.Purge(ctx, jetstream.WithPurgeSubject(subjCut+token(name)), jetstream.WithPurgeSequence(c.record))
 		}
@@ -87,7 +91,8 @@ func (l *Log) reclaim(now time.Time) {
 	}
 }
 
-// reclaimer reclaims what falls due when no trim comes to do it.
+// reclaimer reclaims what falls due, off the writer's path: after each
+// trim or deletion, and every half delay.
 func (l *Log) reclaimer() {
 	defer l.wg.Done()
 	t := time.NewTicker(max(l.opts.ReclaimDelay/2, 10*time.Millisecond))
@@ -96,6 +101,8 @@ func (l *Log) reclaimer() {
 		select {
 		case now := <-t.C:
 			l.reclaim(now)
+		case <-l.reclaimNow:
+			l.reclaim(time.Now())
 		case <-l.ctx.Done():
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -151,6 +152,9 @@ type acked struct {
 	keyed map[string]*op // its keyed requests, by stream and key name
 }
 
+// maxInflight bounds the writes the writer decides ahead of its copy.
+const maxInflight = 256
+
 // answered is an acknowledged write waiting for the copy before its
 // callers are answered.
 type answered struct {
@@ -209,13 +213,20 @@ func (l *Log) write(group []*op) bool {
 	ctx, cancel := context.WithTimeout(l.ctx, l.opts.Timeout)
 	defer cancel()
 	for {
+		l.mu.Lock()
+		aerr := l.applyErr
+		l.mu.Unlock()
+		if aerr != nil {
+			fail(group, fmt.Errorf("%w: this node no longer follows the log: %w", ErrUnavailable, aerr))
+			return false
+		}
 		pos := l.local.Position()
 		// Writes of this node the copy has applied need no hand-holding.
 		for len(l.inflight) > 0 && l.inflight[0].last <= pos {
 			l.inflight = l.inflight[1:]
 		}
 		if n := len(l.inflight); n > 0 {
-			if group[0].kind != opAppend || l.opts.Store.MaxStreams > 0 {
+			if group[0].kind != opAppend || l.opts.Store.MaxStreams > 0 || n >= maxInflight {
 				// Trims, deletions and stream counts are decided on the
 				// copy itself: let it catch up with this node's writes.
 				if err := l.waitApplied(ctx, l.inflight[n-1].last); err != nil {
@@ -319,8 +330,8 @@ func (l *Log) prepare(group []*op, pos uint64) ([]*nats.Msg, error) {
 	if last := l.local.LastID(); !last.IsZero() {
 		ms = max(ms, idMs(last))
 	}
-	for _, a := range l.inflight {
-		ms = max(ms, a.ms)
+	if n := len(l.inflight); n > 0 {
+		ms = max(ms, l.inflight[n-1].ms) // they only grow
 	}
 	msText := strconv.FormatUint(ms, 10)
 	var msgs []*nats.Msg
@@ -437,7 +448,7 @@ func (l *Log) lookupKey(stream string, key store.Key) ([]store.ID, bool, error) 
 			if o.key.Digest != key.Digest {
 				return nil, false, fmt.Errorf("%w: key %q in stream %s", store.ErrKeyReused, key.Name, stream)
 			}
-			return o.ids, true, nil
+			return slices.Clone(o.ids), true, nil
 		}
 	}
 	return l.local.LookupKey(stream, key)
@@ -533,6 +544,14 @@ func (l *Log) afterWrite(group []*op, last uint64) {
 			below = idSeq(o.lowWater) + 1
 		}
 		l.reclaims.add(o.stream, reclaim{record: last, below: below, at: time.Now()})
+		// The deletion drops the stream's override on every copy; a later
+		// trim's reclaim may purge the deletion record, so no older policy
+		// may outlive it for a copy rebuilt from the stream.
+		ctx, cancel := context.WithTimeout(l.ctx, l.opts.Timeout)
+		defer cancel()
+		if err := l.stream.Purge(ctx, jetstream.WithPurgeSubject(subjPolicy+token(o.stream)), jetstream.WithPurgeSequence(last)); err != nil {
+			l.logger.Warn("purge of a deleted stream's policies failed", "stream", o.stream, "err", err)
+		}
 	case opPolicy:
 		ctx, cancel := context.WithTimeout(l.ctx, l.opts.Timeout)
 		defer cancel()
@@ -540,7 +559,10 @@ func (l *Log) afterWrite(group []*op, last uint64) {
 			l.logger.Warn("purge of superseded policies failed; the next one retries", "stream", o.stream, "err", err)
 		}
 	}
-	l.reclaim(time.Now())
+	select {
+	case l.reclaimNow <- struct{}{}:
+	default:
+	}
 }
 
 // attemptTimeout bounds one attempt to send a write. A stream leader that
