@@ -21,9 +21,17 @@ func BenchmarkAppend1(b *testing.B) { benchmarkAppend(b, 1, 1) }
 // BenchmarkAppendBatch100 is 8 publishers of batches of 100 events.
 func BenchmarkAppendBatch100(b *testing.B) { benchmarkAppend(b, 8, 100) }
 
-func benchmarkAppend(b *testing.B, publishers, batch int) {
+func benchmarkAppend(b *testing.B, publishers, batch int) { benchmarkAppendCopies(b, publishers, batch, 1) }
+
+// benchmarkAppendCopies publishes through node 0 with a local copy on the
+// first copies nodes.
+func benchmarkAppendCopies(b *testing.B, publishers, batch, copies int) {
 	c := startTestCluster(b, 3)
-	l := openTestLog(b, connect(b, c.servers[0].ClientURL()), filepath.Join(b.TempDir(), "r.db"), 3)
+	dir := b.TempDir()
+	for i := 1; i < copies; i++ {
+		openTestLog(b, connect(b, c.servers[i].ClientURL()), filepath.Join(dir, fmt.Sprintf("r%d.db", i)), 3)
+	}
+	l := openTestLog(b, connect(b, c.servers[0].ClientURL()), filepath.Join(dir, "r0.db"), 3)
 	events := make([]store.Event, batch)
 	for i := range events {
 		events[i] = store.Event{Data: []byte(fmt.Sprintf(`{"n":%d,"pad":"%090d"}`, i, 0))}
@@ -55,30 +63,4 @@ func BenchmarkAppend1Batch32(b *testing.B) { benchmarkAppend(b, 1, 32) }
 // BenchmarkAppend32ThreeCopies is BenchmarkAppend32 with a local copy on
 // every node, as three `sselog serve` nodes have: each write is applied,
 // and fsynced, three times.
-func BenchmarkAppend32ThreeCopies(b *testing.B) {
-	c := startTestCluster(b, 3)
-	dir := b.TempDir()
-	for i := 1; i < 3; i++ {
-		openTestLog(b, connect(b, c.servers[i].ClientURL()), filepath.Join(dir, fmt.Sprintf("r%d.db", i)), 3)
-	}
-	l := openTestLog(b, connect(b, c.servers[0].ClientURL()), filepath.Join(dir, "r0.db"), 3)
-	events := []store.Event{{Data: []byte(fmt.Sprintf(`{"pad":"%090d"}`, 0))}}
-	b.ResetTimer()
-	start := time.Now()
-	var wg sync.WaitGroup
-	per := b.N/32 + 1
-	for range 32 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range per {
-				if _, err := l.Append(b.Context(), "bench", events); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	b.ReportMetric(float64(per*32)/time.Since(start).Seconds(), "events/s")
-}
+func BenchmarkAppend32ThreeCopies(b *testing.B) { benchmarkAppendCopies(b, 32, 1, 3) }
