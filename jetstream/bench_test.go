@@ -21,7 +21,9 @@ func BenchmarkAppend1(b *testing.B) { benchmarkAppend(b, 1, 1) }
 // BenchmarkAppendBatch100 is 8 publishers of batches of 100 events.
 func BenchmarkAppendBatch100(b *testing.B) { benchmarkAppend(b, 8, 100) }
 
-func benchmarkAppend(b *testing.B, publishers, batch int) { benchmarkAppendCopies(b, publishers, batch, 1) }
+func benchmarkAppend(b *testing.B, publishers, batch int) {
+	benchmarkAppendCopies(b, publishers, batch, 1)
+}
 
 // benchmarkAppendCopies publishes through node 0 with a local copy on the
 // first copies nodes.
