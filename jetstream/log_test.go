@@ -1,7 +1,9 @@
 package jetstream
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -123,5 +125,32 @@ func TestTwoFrontEnds(t *testing.T) {
 		if i > 0 && ea[i].ID.Compare(ea[i-1].ID) <= 0 {
 			t.Fatalf("ids not increasing at %d", i)
 		}
+	}
+}
+
+// TestRequestLimits: a request that cannot be one message (more events
+// than an id can index, or more bytes than the cluster's messages hold)
+// is refused with ErrBatchTooLarge (413) and stores nothing.
+func TestRequestLimits(t *testing.T) {
+	c := startTestCluster(t, 1)
+	l := openTestLog(t, connect(t, c.servers[0].ClientURL()), filepath.Join(t.TempDir(), "r.db"), 1)
+	many := make([]store.Event, maxEventsPerMessage+1)
+	for i := range many {
+		many[i] = store.Event{Data: []byte("1")}
+	}
+	if _, err := l.Append(t.Context(), "s", many); !errors.Is(err, store.ErrBatchTooLarge) {
+		t.Fatalf("%d events: %v", len(many), err)
+	}
+	big := []store.Event{{Data: make([]byte, l.maxMessage())}}
+	if _, err := l.Append(t.Context(), "s", big); !errors.Is(err, store.ErrBatchTooLarge) {
+		t.Fatalf("an event of %d bytes: %v", len(big[0].Data), err)
+	}
+	// The largest that fits is stored.
+	fits := []store.Event{{Data: bytes.Repeat([]byte("x"), l.maxMessage()-encodedLen([]request{{events: []store.Event{{Data: []byte("x")}}}})-store.MaxKeyLen)}}
+	if _, err := l.Append(t.Context(), "s", fits); err != nil {
+		t.Fatalf("an event of %d bytes: %v", len(fits[0].Data), err)
+	}
+	if n := len(readAll(t, l, "s")); n != 1 {
+		t.Fatalf("stream holds %d events, want 1", n)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/sselog/sselog/store"
@@ -215,7 +214,8 @@ func (l *Log) newAppend(stream string, events []store.Event) (*op, error) {
 		o.events[i] = store.Event{Stream: stream, Type: events[i].Type, Data: data[start:len(data):len(data)]}
 	}
 	// A request is one message, or part of one: it must fit whole.
-	o.size = encodedLen([]request{{events: o.events, key: &store.Key{Name: strings.Repeat(" ", store.MaxKeyLen)}}})
+	// A key adds at most MaxKeyLen to it.
+	o.size = encodedLen([]request{{events: o.events}}) + store.MaxKeyLen
 	if max := l.maxMessage(); o.size > max {
 		return nil, fmt.Errorf("%w: %d bytes encoded; the cluster's messages hold at most %d", store.ErrBatchTooLarge, o.size, max)
 	}

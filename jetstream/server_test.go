@@ -93,7 +93,7 @@ func TestServerClusterRefusesIntruder(t *testing.T) {
 			since := time.Now()
 			intruder := mustStartServer(t, ServerConfig{
 				ClusterName:   "sselog-test",
-				ClusterListen: freeAddrs(t, 1)[0],
+				ClusterListen: routePorts(t, 1)[0],
 				ClusterPeers:  clusterAddrs(nodes),
 				ClusterSecret: tc.secret,
 				StoreDir:      t.TempDir(),
@@ -134,7 +134,7 @@ func TestServerClusterTLS(t *testing.T) {
 	// The intruder trusts both CAs, so the refusals are the cluster's.
 	intruder := mustStartServer(t, ServerConfig{
 		ClusterName:    "sselog-test",
-		ClusterListen:  freeAddrs(t, 1)[0],
+		ClusterListen:  routePorts(t, 1)[0],
 		ClusterPeers:   clusterAddrs(nodes),
 		ClusterSecret:  testSecret,
 		ClusterTLSCert: cert, ClusterTLSKey: key,
@@ -150,7 +150,7 @@ func TestServerClusterTLS(t *testing.T) {
 // cannot work, fail before anything listens.
 func TestStartServerRefuses(t *testing.T) {
 	t.Parallel()
-	port := freeAddrs(t, 1)[0][len("127.0.0.1:"):]
+	port := routePorts(t, 1)[0][len("127.0.0.1:"):]
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -246,7 +246,7 @@ func TestServerSyncInterval(t *testing.T) {
 // all nodes. It returns the nodes and each node's log.
 func startServerCluster(t *testing.T, n int, mod func(i int, cfg *ServerConfig)) ([]*Server, []*logRecorder) {
 	t.Helper()
-	addrs := freeAddrs(t, n)
+	addrs := routePorts(t, n)
 	nodes := make([]*Server, n)
 	logs := make([]*logRecorder, n)
 	for i := range n {
@@ -270,7 +270,7 @@ func startServerCluster(t *testing.T, n int, mod func(i int, cfg *ServerConfig))
 			}
 		}
 	})
-	pollUntil(t, 20*time.Second, func() error {
+	waitUntil(t, 20*time.Second, func() error {
 		if err := meshError(t, nodes); err != nil {
 			return err
 		}
@@ -307,7 +307,7 @@ func startServerCluster(t *testing.T, n int, mod func(i int, cfg *ServerConfig))
 // once, for the route pool and the system account's pinned route.)
 func waitRefusedTwice(t *testing.T, logs []*logRecorder, since time.Time, refused func(msg string) bool) {
 	t.Helper()
-	pollUntil(t, 15*time.Second, func() error {
+	waitUntil(t, 15*time.Second, func() error {
 		for i, l := range logs {
 			ts := l.times(since, func(m string) bool { return strings.Contains(m, " - rid:") && refused(m) })
 			if len(ts) < 2 || ts[len(ts)-1].Sub(ts[0]) < time.Second {
@@ -324,7 +324,7 @@ func waitRefusedTwice(t *testing.T, logs []*logRecorder, since time.Time, refuse
 // meshError check.
 func waitNoRoutes(t *testing.T, s *Server) {
 	t.Helper()
-	pollUntil(t, 5*time.Second, func() error {
+	waitUntil(t, 5*time.Second, func() error {
 		if p := routePeers(t, s); len(p) != 0 {
 			return fmt.Errorf("%s has routes to %v", s.NATS().Name(), p)
 		}
@@ -424,41 +424,6 @@ func connectJS(t *testing.T, s *Server) natsjs.JetStream {
 		t.Fatal(err)
 	}
 	return js
-}
-
-// freeAddrs returns n distinct free loopback addresses. NATS's route port
-// cannot be 0 here (peers must know it), so the ports are found by
-// listening and closing; all n listeners are open at once so that the
-// ports differ.
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	var addrs []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		addrs = append(addrs, l.Addr().String())
-	}
-	return addrs
-}
-
-// pollUntil calls cond until it returns nil, failing the test with cond's
-// last error after timeout.
-func pollUntil(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", timeout, err)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
 }
 
 // logRecorder is a slog.Handler that keeps records, safe for NATS's

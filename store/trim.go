@@ -37,6 +37,28 @@ func (c Cut) selects(first []byte, count, size uint64) bool {
 		c.MaxBytes > 0 && size > c.MaxBytes
 }
 
+// scan walks a stream's events from the oldest while c selects them, at
+// most maxKeys, calling fn with each key (valid only during the call), and
+// returns what they add up to (LowWater: the last of them) and the
+// stream's count and size without them. Trim removes what it walks;
+// PlanTrim only reports it.
+func (c Cut) scan(cur *bolt.Cursor, counts counters, maxKeys int, fn func(k []byte)) (res Trimmed, count, size uint64) {
+	count, size = counts.Count, counts.Bytes
+	for k, v := cur.First(); k != nil && c.selects(k, count, size); k, v = cur.Next() {
+		if res.Events == maxKeys {
+			res.More = true
+			break
+		}
+		fn(k)
+		res.Events++
+		res.Bytes += uint64(len(v))
+		res.LowWater = ID(k)
+		count -= min(count, 1)
+		size -= min(size, uint64(len(v)))
+	}
+	return res, count, size
+}
+
 // Trimmed reports one Trim call.
 type Trimmed struct {
 	Events   int
@@ -93,23 +115,11 @@ func (l *Log) trim(stream string, cut Cut, maxKeys int, pos uint64, floor ID) (T
 		if b == nil {
 			return finish()
 		}
-		count, size := c.Count, c.Bytes
-		cur := b.Cursor()
-		for k, v := cur.First(); k != nil; k, v = cur.Next() {
-			if !cut.selects(k, count, size) {
-				break
-			}
-			if res.Events == maxKeys {
-				res.More = true
-				break
-			}
+		var count, size uint64
+		res, count, size = cut.scan(b.Cursor(), c, maxKeys, func(k []byte) {
 			// Keys alias pages that the deletes below rewrite: copy them.
 			keys = append(keys, k...)
-			res.Events++
-			res.Bytes += uint64(len(v))
-			count -= min(count, 1)
-			size -= min(size, uint64(len(v)))
-		}
+		})
 		if res.Events == 0 {
 			return finish()
 		}
@@ -119,8 +129,7 @@ func (l *Log) trim(stream string, cut Cut, maxKeys int, pos uint64, floor ID) (T
 			}
 		}
 		c.Count, c.Bytes = count, size
-		c.LowWater = ID(keys[len(keys)-len(ID{}):])
-		res.LowWater = c.LowWater
+		c.LowWater = res.LowWater
 		if !res.More {
 			if err := finish(); err != nil {
 				return err
