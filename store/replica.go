@@ -214,22 +214,8 @@ func (l *Log) PlanTrim(stream string, cut Cut, maxKeys int) (Trimmed, error) {
 	var res Trimmed
 	err := l.view(func(tx *bolt.Tx) error {
 		c := decodeCounters(tx.Bucket(bucketStreams).Get([]byte(stream)))
-		b := tx.Bucket(bucketEvents).Bucket([]byte(stream))
-		if b == nil {
-			return nil
-		}
-		count, size := c.Count, c.Bytes
-		cur := b.Cursor()
-		for k, v := cur.First(); k != nil && cut.selects(k, count, size); k, v = cur.Next() {
-			if res.Events == maxKeys {
-				res.More = true
-				break
-			}
-			res.Events++
-			res.Bytes += uint64(len(v))
-			res.LowWater = ID(k)
-			count -= min(count, 1)
-			size -= min(size, uint64(len(v)))
+		if b := tx.Bucket(bucketEvents).Bucket([]byte(stream)); b != nil {
+			res, _, _ = cut.scan(b.Cursor(), c, maxKeys, func([]byte) {})
 		}
 		return nil
 	})
