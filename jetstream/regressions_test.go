@@ -2,6 +2,7 @@ package jetstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -248,5 +249,51 @@ func TestCloseStopsEverything(t *testing.T) {
 		if strings.Contains(g, "sselog/jetstream.(*Log)") {
 			t.Errorf("left behind:\n%s", g)
 		}
+	}
+}
+
+// TestResumeOnCopyBehind: a client resuming on node B with an id written
+// through node A a moment ago is held until B's copy has it; if the copy
+// is still behind after resumeWait, the read fails with ErrUnavailable
+// (503: the client retries), never with a foreign position (a false
+// "unknown" reset).
+func TestResumeOnCopyBehind(t *testing.T) {
+	c := startTestCluster(t, 3)
+	dir := t.TempDir()
+	a := openTestLog(t, connect(t, c.servers[0].ClientURL()), filepath.Join(dir, "a.db"), 3)
+	b := openTestLog(t, connect(t, c.servers[1].ClientURL()), filepath.Join(dir, "b.db"), 3)
+	hold := make(chan struct{})
+	b.local.OnCommit(func([]store.Event) { <-hold })
+	var release sync.Once
+	// Close waits for the applier: a failing check must not leave it held.
+	defer release.Do(func() { close(hold) })
+	// B's applier stops inside its commit of the first write (its hook
+	// holds it), so the second never reaches B's copy.
+	first, err := a.Append(t.Context(), "s", []store.Event{{Data: []byte("1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, func() error {
+		if b.Position() < idSeq(first[0]) {
+			return fmt.Errorf("B's copy at %d", b.Position())
+		}
+		return nil
+	})
+	ids, err := a.Append(t.Context(), "s", []store.Event{{Data: []byte("2")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = b.Scan("s", ids[0], 10, func(*store.Event) error { return nil })
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("resume on a copy held behind: %v", err)
+	}
+	if waited := time.Since(start); waited < resumeWait {
+		t.Fatalf("gave up after %s, before resumeWait (%s)", waited, resumeWait)
+	}
+	release.Do(func() { close(hold) })
+	bounds, err := b.Scan("s", ids[0], 10, func(*store.Event) error { return nil })
+	if err != nil || bounds.Foreign || bounds.Newest != ids[0] {
+		t.Fatalf("resume once the copy has it: %+v %v", bounds, err)
 	}
 }
